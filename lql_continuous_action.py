@@ -1,0 +1,476 @@
+# Langevin Q-Learning (LQL), single file, CleanRL style.
+# Paper: "Direct Soft-Policy Sampling via Langevin Dynamics", Ki, Ahn, Kim, Lee, arXiv 2602.07873.
+# There is no actor network: the policy is pi(a|s) ~ exp(w Q(s,a)), sampled by plain Langevin dynamics
+# on an ordinary twin critic. The authors released no LQL code: this is NC-LQL (nclql_continuous_action.py)
+# without noise conditioning, with the same protocol.
+import dataclasses
+import importlib.util
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda will be used when available"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (needs `pip install wandb`)"""
+    wandb_project_name: str = "lql"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to record videos of evaluation episodes to `videos/` (needs `pip install moviepy`)"""
+    save_model: bool = True
+    """whether to save a checkpoint to `runs/{run_name}` at each evaluation, at the end and on Ctrl-C"""
+    compile: bool = False
+    """fast path: torch.compile the Langevin chain and the update (same results, first call costs ~20 s)"""
+
+    # Environment and protocol
+    env_id: str = "Hopper-v4"
+    """the id of the environment (a gymnasium id with a Box action space)"""
+    total_timesteps: int = 5_000_000
+    """total environment steps of the experiment (summed over the vector envs)"""
+    num_envs: int = 5
+    """the number of parallel environments; one update is made per vector step"""
+    buffer_size: int = 1_000_000
+    """the replay memory buffer size"""
+    batch_size: int = 256
+    """the batch size of sample from the replay memory"""
+    learning_starts: int = 30_000
+    """environment steps of uniform-random actions before learning starts"""
+    eval_frequency: int = 125_000
+    """evaluate the sampler every this many environment steps (and at the end)"""
+    eval_episodes: int = 20
+    """the number of evaluation episodes (run in parallel, one per evaluation env)"""
+    log_interval_s: float = 10.0
+    """seconds between progress lines on the console"""
+
+    # Critic learning
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient (Polyak)"""
+    learning_rate: float = 1e-4
+    """the learning rate of the Adam optimizer of the critics"""
+    reward_scale: float = 0.2
+    """rewards are multiplied by this before the TD target"""
+
+    # Langevin sampler
+    langevin_steps: int = 20
+    """K: Langevin steps per action (20 = the cost of NC-LQL's 10 levels x 2 steps)"""
+    langevin_step_size: float = 1e-3
+    """alpha: the fixed step size of every Langevin step"""
+    w: float = 500.0
+    """inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a))"""
+    q_grad_norm: bool = True
+    """normalise grad_a Q to unit length per sample (the authors' default; off = exact Boltzmann chain)"""
+    num_particles: int = 1
+    """N chains per state; the action with the highest min(Q1, Q2) at the clean level is kept"""
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line on stderr, exit code 2, nothing written."""
+
+
+def validate_args(args: Args) -> None:
+    """Reject impossible hyperparameters before anything is created."""
+    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
+                "langevin_steps", "num_particles", "learning_rate", "langevin_step_size", "log_interval_s"]
+    for name in positive:
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.learning_starts < 0:
+        raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    if args.batch_size > args.buffer_size:
+        raise UsageError(f"--batch-size ({args.batch_size}) cannot exceed --buffer-size ({args.buffer_size})")
+    if not 0.0 <= args.gamma <= 1.0 or not 0.0 < args.tau <= 1.0:
+        raise UsageError(f"need 0 <= --gamma <= 1 and 0 < --tau <= 1, got gamma={args.gamma}, tau={args.tau}")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise UsageError("--track needs Weights & Biases: `pip install wandb`, or drop --track")
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:
+        raise UsageError("--capture-video needs moviepy: `pip install moviepy`, or drop --capture-video")
+
+
+# ENVIRONMENT
+def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: str):
+    """Return a thunk making one env: episode statistics recorded, actions in [-1, 1] rescaled to its bounds."""
+
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda episode: True)
+        else:
+            env = gym.make(env_id)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        # The sampler lives in [-1, 1]^act_dim; e.g. Humanoid's true bounds are +-0.4.
+        unit = np.ones(env.action_space.shape, dtype=np.float32)
+        env = gym.wrappers.RescaleAction(env, min_action=-unit, max_action=unit)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def check_env(env_id: str) -> tuple[int, int]:
+    """Make the env once and check that this method applies to it; return (obs_dim, act_dim)."""
+    try:
+        env = gym.make(env_id)
+    except (gym.error.Error, ImportError) as e:
+        raise UsageError(f"cannot make env {env_id!r}: {e} (list the ids with `python -c \"import gymnasium; "
+                         f"gymnasium.pprint_registry()\"`)") from None
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(act_space, gym.spaces.Box):
+        raise UsageError(f"{env_id} has a {type(act_space).__name__} action space; Langevin sampling needs a "
+                         f"continuous Box action space (e.g. Hopper-v4)")
+    if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
+        raise UsageError(f"{env_id} has unbounded action bounds {act_space.low}..{act_space.high}; "
+                         f"the sampler needs finite bounds to rescale [-1, 1] onto")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise UsageError(f"{env_id} has observations {obs_space}; this script needs flat vector observations "
+                         f"(wrap the env with gymnasium.wrappers.FlattenObservation)")
+    return obs_space.shape[0], act_space.shape[0]
+
+
+# NETWORKS
+class EnsembleLinear(nn.Module):
+    """`num_members` independent linear layers run as one batched matmul: Q1 and Q2 in a single call."""
+
+    def __init__(self, num_members: int, in_features: int, out_features: int):
+        super().__init__()
+        # Haiku's default init, as in the authors' code: truncated normal, std 1/sqrt(fan_in), zero bias.
+        std = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(nn.init.trunc_normal_(torch.empty(num_members, in_features, out_features),
+                                                         std=std, a=-2 * std, b=2 * std))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (num_members, batch, in_features) -> (num_members, batch, out_features)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class TwinCritic(nn.Module):
+    """Q1(s, a) and Q2(s, a), each: concat(obs, action) -> 3 x 256 mish -> scalar."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256):
+        super().__init__()
+        self.fc1 = EnsembleLinear(2, obs_dim + act_dim, hidden_dim)
+        self.fc2 = EnsembleLinear(2, hidden_dim, hidden_dim)
+        self.fc3 = EnsembleLinear(2, hidden_dim, hidden_dim)
+        self.fc_out = EnsembleLinear(2, hidden_dim, 1)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """obs (batch, obs_dim), actions (batch, act_dim) -> (2, batch): Q1 and Q2."""
+        x = torch.cat([obs, actions], dim=-1).expand(2, -1, -1)
+        x = F.mish(self.fc1(x))
+        x = F.mish(self.fc2(x))
+        x = F.mish(self.fc3(x))
+        return self.fc_out(x).squeeze(-1)
+
+
+# LANGEVIN SAMPLER
+def langevin_sample(q_fn, obs: torch.Tensor, act_dim: int, num_steps: int, step_size: float, w: float,
+                    grad_norm: bool = True) -> torch.Tensor:
+    """Draw a ~ pi(a|s) ~ exp(w Q(s,a)) by (unadjusted) Langevin dynamics on Q.
+
+        a ~ U[-1, 1]^act_dim
+        K times:  a <- clip(a + (alpha / 2) * w * grad_a q_fn(s, a) + sqrt(alpha) * z, -1, 1)
+
+    `q_fn(obs, actions)` returns a (batch,) tensor (in training Q1 + Q2). Since grad_a log pi = w grad_a Q,
+    this is Langevin dynamics on log pi. With grad_norm, grad_a Q is scaled to unit length per sample: the
+    step keeps the direction and drops the size, so the chain no longer targets exp(w Q) exactly.
+    Returns (batch, act_dim) actions in [-1, 1].
+    """
+    batch_size = obs.shape[0]
+    actions = torch.rand(batch_size, act_dim, device=obs.device) * 2 - 1
+    for _ in range(num_steps):
+        with torch.enable_grad():
+            actions.requires_grad_(True)
+            # Only grad w.r.t. the actions: the critics' weights are constants inside the chain.
+            (grad,) = torch.autograd.grad(q_fn(obs, actions).sum(), actions)
+        if grad_norm:
+            grad = grad / (grad.norm(dim=-1, keepdim=True) + 1e-8)
+        noise = torch.randn_like(actions)
+        actions = (actions.detach() + 0.5 * step_size * w * grad + math.sqrt(step_size) * noise).clamp(-1.0, 1.0)
+    return actions
+
+
+def sample_actions(critic: TwinCritic, obs: torch.Tensor, act_dim: int, args: Args) -> torch.Tensor:
+    """The policy: Langevin on Q1 + Q2; with N particles, keep the best by min(Q1, Q2)."""
+
+    def q_fn(o, a):
+        return critic(o, a).sum(0)
+
+    n, batch_size = args.num_particles, obs.shape[0]
+    obs_n = obs.repeat(n, 1)  # particle k of state i sits at row k * batch + i
+    actions = langevin_sample(q_fn, obs_n, act_dim, args.langevin_steps, args.langevin_step_size, args.w,
+                              args.q_grad_norm)
+    if n == 1:
+        return actions
+    with torch.no_grad():
+        q_min = critic(obs_n, actions).min(0).values.view(n, batch_size)
+        best = q_min.argmax(0)  # (batch,)
+    return actions.view(n, batch_size, act_dim)[best, torch.arange(batch_size, device=obs.device)]
+
+
+# REPLAY BUFFER
+class ReplayBuffer:
+    """Preallocated ring buffer of (obs, action, reward, next_obs, terminated) on the training device.
+
+    `terminated` (a true terminal state) stops bootstrapping; a time-limit truncation does not, so it is not
+    stored: the transition keeps its true final observation as next_obs and bootstraps through it.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
+        self.capacity, self.device = capacity, device
+        self.obs = torch.zeros(capacity, obs_dim, device=device)
+        self.next_obs = torch.zeros(capacity, obs_dim, device=device)
+        self.actions = torch.zeros(capacity, act_dim, device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.terminated = torch.zeros(capacity, device=device)
+        self.pos, self.size = 0, 0
+
+    def add(self, obs, next_obs, actions, rewards, terminated) -> None:
+        """Add a batch of transitions (numpy arrays with a leading num_envs axis)."""
+        n = len(obs)
+        idx = torch.arange(self.pos, self.pos + n) % self.capacity
+        for store, value in ((self.obs, obs), (self.next_obs, next_obs), (self.actions, actions),
+                             (self.rewards, rewards), (self.terminated, terminated)):
+            store[idx] = torch.as_tensor(np.asarray(value, dtype=np.float32), device=self.device)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int):
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
+
+
+# UPDATE
+def update_critic(batch, critic, critic_target, optimizer, args: Args) -> dict:
+    """One LQL update: TD step, then Polyak.
+
+    Returns detached scalar tensors (no host sync here): td_loss, q.
+    """
+    obs, actions, rewards, next_obs, terminated = batch
+    act_dim = actions.shape[1]
+
+    # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a'), a' ~ pi(.|s') drawn
+    # with the ONLINE critics (the policy is the online critic), valued by the Polyak targets.
+    next_actions = sample_actions(critic, next_obs, act_dim, args)
+    with torch.no_grad():
+        next_q = critic_target(next_obs, next_actions).min(0).values
+        td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
+
+    # TD STEP. Each critic's loss is its own MSE; their sum gives each its own gradient.
+    q = critic(obs, actions)  # (2, batch)
+    td_loss = ((q - td_target) ** 2).mean(1)
+    optimizer.zero_grad()
+    td_loss.sum().backward()
+    optimizer.step()
+
+    # POLYAK: targ <- tau * online + (1 - tau) * targ
+    with torch.no_grad():
+        for p_targ, p in zip(critic_target.parameters(), critic.parameters()):
+            p_targ.lerp_(p, args.tau)
+
+    return {"td_loss": td_loss.detach().mean(), "q": q.detach().mean()}
+
+
+# EVALUATION
+def evaluate(eval_envs: gym.vector.VectorEnv, act_fn, device: torch.device) -> np.ndarray:
+    """Run one episode in each copy of `eval_envs` with the stochastic sampler; return the episodic returns."""
+    obs, _ = eval_envs.reset()
+    returns = np.full(eval_envs.num_envs, np.nan)
+    while np.isnan(returns).any():
+        actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device))
+        obs, _, _, _, infos = eval_envs.step(actions.cpu().numpy())
+        if "episode" in infos.get("final_info", {}):
+            # A copy that finished keeps running (autoreset); only its first episode counts.
+            first_finish = infos["final_info"]["_episode"] & np.isnan(returns)
+            returns[first_finish] = infos["final_info"]["episode"]["r"][first_finish]
+    return returns
+
+
+def make_vector_env(env_id: str, num_envs: int, seed: int, capture_video: bool, run_name: str) -> gym.vector.VectorEnv:
+    # SAME_STEP autoreset: a finished env reports its true last observation in infos["final_obs"] and is reset in
+    # the same step, so every stored transition is real (gymnasium 1.x's default, NEXT_STEP, hides it).
+    return gym.vector.SyncVectorEnv([make_env(env_id, seed + i, i, capture_video, run_name) for i in range(num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def real_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """The observation each transition really ended in: the final one for envs that just finished."""
+    real = next_obs.copy()
+    if "final_obs" in infos:
+        for i in np.flatnonzero(infos["_final_obs"]):
+            real[i] = infos["final_obs"][i]
+    return real
+
+
+def save_checkpoint(path: str, critic, critic_target, optimizer, args: Args, global_step: int) -> None:
+    """A checkpoint that `torch.load(path, weights_only=True)` reads back."""
+    torch.save({"critic": critic.state_dict(), "critic_target": critic_target.state_dict(),
+                "optimizer": optimizer.state_dict(), "args": dataclasses.asdict(args), "global_step": global_step},
+               path)
+
+
+def train(args: Args) -> dict:
+    """Run LQL as configured; return a summary (eval returns, checkpoint path, exit code)."""
+    from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow and only training needs it
+
+    validate_args(args)
+    obs_dim, act_dim = check_env(args.env_id)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)
+    run_dir = f"runs/{run_name}"
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(
+        f"|{key}|{value}|" for key, value in vars(args).items()))
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    envs = make_vector_env(args.env_id, args.num_envs, args.seed, False, run_name)
+    eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.seed + 10_000, args.capture_video,
+                                f"{run_name}/eval")
+    eval_envs.reset(seed=args.seed + 10_000)
+
+    critic = TwinCritic(obs_dim, act_dim).to(device)
+    critic_target = TwinCritic(obs_dim, act_dim).to(device)
+    critic_target.load_state_dict(critic.state_dict())
+    critic_target.requires_grad_(False)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
+    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+
+    update_fn, act_fn = update_critic, lambda o: sample_actions(critic, o, act_dim, args)
+    if args.compile:
+        update_fn, act_fn = torch.compile(update_fn), torch.compile(act_fn)
+
+    checkpoint_path = f"{run_dir}/checkpoint.pt"
+    summary = {"run_dir": run_dir, "eval_returns": [], "checkpoint": None, "exit_code": 0, "num_updates": 0}
+
+    def save(path=checkpoint_path):
+        if args.save_model:
+            save_checkpoint(path, critic, critic_target, optimizer, args, global_step)
+            if path == checkpoint_path:
+                summary["checkpoint"] = path
+
+    def run_evaluation():
+        returns = evaluate(eval_envs, act_fn, device)
+        writer.add_scalar("eval/episodic_return", returns.mean(), global_step)
+        summary["eval_returns"].append((global_step, float(returns.mean())))
+        print(f"eval   step {global_step:>9,}: return {returns.mean():8.1f} +- {returns.std():6.1f} "
+              f"over {len(returns)} episodes", flush=True)
+        save()
+
+    global_step, num_updates, next_eval = 0, 0, args.eval_frequency
+    recent_returns, last_log_time, last_log_step = [], time.time(), 0
+    start_time = time.time()
+    obs, _ = envs.reset(seed=args.seed)
+    try:
+        while global_step < args.total_timesteps:
+            # SELECT ACTION: uniform random during warm-up, then the Langevin policy
+            if global_step < args.learning_starts:
+                actions = envs.action_space.sample()
+            else:
+                with torch.no_grad():
+                    actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+
+            # STEP ENV
+            next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+            global_step += args.num_envs
+            if "episode" in infos.get("final_info", {}):
+                for i in np.flatnonzero(infos["final_info"]["_episode"]):
+                    episode = infos["final_info"]["episode"]
+                    recent_returns.append(float(episode["r"][i]))
+                    writer.add_scalar("charts/episodic_return", episode["r"][i], global_step)
+                    writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
+
+            # STORE: truncated transitions keep their true final obs and are bootstrapped; only `terminations`
+            # stops bootstrapping. With SAME_STEP autoreset no transition spans a reset.
+            rb.add(obs, real_next_obs(next_obs, infos), actions, rewards, terminations)
+            obs = next_obs
+
+            # UPDATE: one per vector step once the warm-up is done
+            if global_step >= args.learning_starts:
+                metrics = update_fn(rb.sample(args.batch_size), critic, critic_target, optimizer, args)
+                num_updates += 1
+                if num_updates % 100 == 1:  # .item() syncs the GPU: read the metrics only now and then
+                    values = {key: value.item() for key, value in metrics.items()}
+                    if not all(math.isfinite(v) for v in values.values()):
+                        save(f"{run_dir}/checkpoint_nonfinite.pt")
+                        print(f"error: non-finite loss at step {global_step:,} ({values}); stopped. Last good "
+                              f"checkpoint: {summary['checkpoint'] or 'none saved yet'}", file=sys.stderr)
+                        summary["exit_code"] = 1
+                        break
+                    writer.add_scalar("losses/td_loss", values["td_loss"], global_step)
+                    writer.add_scalar("values/q", values["q"], global_step)
+                    writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+
+            # EVALUATE
+            if global_step >= next_eval:
+                run_evaluation()
+                next_eval += args.eval_frequency
+
+            # PROGRESS LINE
+            now = time.time()
+            if now - last_log_time >= args.log_interval_s:
+                sps = (global_step - last_log_step) / (now - last_log_time)
+                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
+                last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
+                print(f"step {global_step:>9,}/{args.total_timesteps:,} | SPS {sps:6.1f} | updates {num_updates:,} | "
+                      f"return (last 10) {last_return} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}", flush=True)
+                last_log_time, last_log_step = now, global_step
+        else:
+            if not summary["eval_returns"] or summary["eval_returns"][-1][0] != global_step:
+                run_evaluation()
+            save()
+    except KeyboardInterrupt:
+        save()
+        print(f"interrupted at step {global_step:,}; checkpoint: {summary['checkpoint'] or 'not saved'}",
+              file=sys.stderr)
+        summary["exit_code"] = 130
+    finally:
+        envs.close()
+        eval_envs.close()
+        writer.close()
+    summary["num_updates"] = num_updates
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(Args, args=argv)
+    try:
+        return train(args)["exit_code"]
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
