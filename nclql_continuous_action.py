@@ -387,7 +387,7 @@ def save_checkpoint(path: str, critic, critic_target, optimizer, args: Args, glo
 
 
 def train(args: Args) -> dict:
-    """Run NC-LQL as configured; return a summary (eval returns, checkpoint path, exit code)."""
+    """Run NC-LQL as configured; return a summary (eval returns, checkpoint path, exit code, buffer)."""
     from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow and only training needs it
 
     validate_args(args)
@@ -515,7 +515,7 @@ def train(args: Args) -> dict:
         envs.close()
         eval_envs.close()
         writer.close()
-    summary["num_updates"] = num_updates
+    summary["num_updates"], summary["replay_buffer"] = num_updates, rb
     return summary
 
 

@@ -1,0 +1,152 @@
+"""Claims about the shell both scripts share: the command line, the env loop, evaluation, logs, checkpoints.
+
+Every test runs once per script (the `script` fixture in conftest.py).
+"""
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+TINY = ["--env-id", "tests.fake_envs:Counter-v0", "--num-envs", "2", "--eval-episodes", "2"]
+
+
+def script_path(script):
+    return os.path.join(ROOT, os.path.basename(script.__file__))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--env-id", "NoSuchEnv-v0"], "cannot make env 'NoSuchEnv-v0'"),
+    (["--env-id", "CartPole-v1"], "Discrete action space"),
+    (["--env-id", "tests.fake_envs:UnboundedAction-v0"], "unbounded action bounds"),
+    (["--env-id", "tests.fake_envs:ImageObservation-v0"], "flat vector observations"),
+    (["--batch-size", "512", "--buffer-size", "256"], "cannot exceed --buffer-size"),
+    (["--num-envs", "0"], "--num-envs must be positive"),
+    (["--total-timesteps", "-5"], "--total-timesteps must be positive"),
+    (["--learning-starts", "-1"], "--learning-starts must be >= 0"),
+    (["--eval-episodes", "0"], "--eval-episodes must be positive"),
+    (["--gamma", "1.5"], "need 0 <= --gamma <= 1"),
+    (["--capture-video"], "pip install moviepy"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(script, argv, expected, tmp_path, monkeypatch, capsys):
+    if "--capture-video" in argv and __import__("importlib").util.find_spec("moviepy"):
+        pytest.skip("moviepy is installed here, so --capture-video is valid input")
+    monkeypatch.chdir(tmp_path)
+    code = script.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, f"exit code {code}, stderr {err!r}"
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
+    assert not os.path.exists(tmp_path / "runs"), "bad input must not create runs/"
+
+
+def test_bad_input_through_a_real_command_line(script, tmp_path):
+    """The same contract for a user at a shell: one line on stderr, exit code 2, no traceback, no runs/."""
+    result = subprocess.run([sys.executable, script_path(script), "--env-id", "Pendulum-v99"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: cannot make env") and "Traceback" not in result.stderr, result.stderr
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_truncation_keeps_the_final_observation_and_no_transition_spans_a_reset(script, tmp_path, monkeypatch):
+    """Counter env: obs[0] counts steps since reset; half the episodes terminate at 4, the others are truncated
+    by the 6-step time limit. Every stored transition must satisfy next_obs[0] == obs[0] + 1, a truncated one
+    must keep its true final obs (t = 6, not the reset obs t = 0) with terminated = 0."""
+    monkeypatch.chdir(tmp_path)
+    args = script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=3, total_timesteps=300, learning_starts=10**6,
+                       eval_episodes=2, save_model=False)
+    summary = script.train(args)
+    rb = summary["replay_buffer"]
+    obs, next_obs, terminated = (x[: rb.size].numpy() for x in (rb.obs, rb.next_obs, rb.terminated))
+    assert rb.size == 300
+    steps_apart = next_obs[:, 0] - obs[:, 0]
+    assert np.all(steps_apart == 1), f"{np.sum(steps_apart != 1)} transitions span a reset"
+    truncated = next_obs[:, 0] == 6
+    true_terminal = (next_obs[:, 0] == 4) & (obs[:, 1] == 1)
+    assert truncated.sum() > 5 and true_terminal.sum() > 5, (truncated.sum(), true_terminal.sum())
+    assert np.all(terminated[truncated] == 0), "a time-limit truncation was stored as terminal"
+    assert np.array_equal(terminated == 1, true_terminal), "terminated must flag exactly the true terminals"
+
+
+def test_non_finite_loss_stops_with_exit_1_and_names_the_last_good_checkpoint(script, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = script.Args(env_id="tests.fake_envs:NaNReward-v0", num_envs=2, total_timesteps=400, learning_starts=40,
+                       eval_frequency=20, eval_episodes=2, batch_size=16)
+    summary = script.train(args)
+    err = capsys.readouterr().err
+    assert summary["exit_code"] == 1, summary
+    assert "non-finite loss" in err and "Last good checkpoint: runs/" in err, err
+    assert summary["checkpoint"] and os.path.exists(summary["checkpoint"])
+    assert glob.glob("runs/*/checkpoint_nonfinite.pt"), "the diverged state is saved beside the last good one"
+    # Evaluation (and a checkpoint) at step 20; the first update, at step 40, meets the NaN rewards.
+    assert torch.load(summary["checkpoint"], weights_only=True)["global_step"] == 20
+
+
+def test_hopper_end_to_end_through_the_command_line(script, tmp_path):
+    """A user's run, shortened: 100+ gradient updates, an evaluation, a tensorboard file and a checkpoint."""
+    result = subprocess.run(
+        [sys.executable, script_path(script), "--env-id", "Hopper-v4", "--total-timesteps", "1000",
+         "--learning-starts", "500", "--eval-frequency", "1000", "--eval-episodes", "2", "--log-interval-s", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    eval_lines = [line for line in result.stdout.splitlines() if line.startswith("eval")]
+    assert len(eval_lines) == 1 and "step     1,000" in eval_lines[0], result.stdout
+    progress = [line for line in result.stdout.splitlines() if line.startswith("step")]
+    assert progress and "updates" in progress[-1] and "ETA" in progress[-1], result.stdout
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "Hopper-v4__*"))
+    assert glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
+    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+    assert checkpoint["global_step"] == 1000 and checkpoint["args"]["env_id"] == "Hopper-v4"
+    assert set(checkpoint) == {"critic", "critic_target", "optimizer", "args", "global_step"}
+    # One update per vector step from step 500 to 1000 with 5 envs: 101 updates, each one Adam step per loss
+    # (NC-LQL: TD and smoothing; LQL: TD).
+    adam_steps = checkpoint["optimizer"]["state"][0]["step"].item()
+    assert adam_steps == 101 * (2 if hasattr(script, "sigma_schedule") else 1), adam_steps
+
+
+def test_logged_scalars(script, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    args = script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=2, total_timesteps=80, learning_starts=40,
+                       eval_frequency=40, eval_episodes=2, batch_size=16)
+    summary = script.train(args)
+    assert summary["exit_code"] == 0 and summary["num_updates"] == 21  # at steps 40, 42, ..., 80
+    assert [step for step, _ in summary["eval_returns"]] == [40, 80]
+    events = EventAccumulator(summary["run_dir"]).Reload()
+    expected = {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "eval/episodic_return",
+                "losses/td_loss", "values/q"} | ({"losses/smoothing_loss"} if hasattr(script, "sigma_schedule") else set())
+    missing = expected - set(events.Tags()["scalars"])
+    assert not missing, f"not logged: {missing}"
+    assert "hyperparameters/text_summary" in events.Tags()["tensors"]
+
+
+def test_ctrl_c_saves_a_checkpoint(script, tmp_path):
+    process = subprocess.Popen([sys.executable, script_path(script), *TINY, "--total-timesteps", "100000000",
+                                "--learning-starts", "20", "--batch-size", "16", "--log-interval-s", "0.2"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and "updates" not in (line := process.stdout.readline()):
+        assert line or process.poll() is None, process.stderr.read()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted at step" in err and "checkpoint: runs/" in err, err
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
+    assert torch.load(path, weights_only=True)["global_step"] > 20
+
+
+def test_actions_are_rescaled_from_unit_box_to_env_bounds(script):
+    env = script.make_env("Humanoid-v4", seed=0, idx=0, capture_video=False, run_name="unused")()
+    assert np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
+    inner_bounds = env.unwrapped.action_space.high
+    assert np.allclose(inner_bounds, 0.4)  # Humanoid's true bounds are +-0.4
+    assert np.allclose(env.action(np.ones(env.action_space.shape, np.float32)), inner_bounds)
+    env.close()
