@@ -4,6 +4,7 @@
 # on an ordinary twin critic. The authors released no LQL code: this is NC-LQL (nclql_continuous_action.py)
 # without noise conditioning, with the same protocol.
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -41,7 +42,7 @@ class Args:
     save_model: bool = True
     """whether to save a checkpoint to `runs/{run_name}` at each evaluation, at the end and on Ctrl-C"""
     compile: bool = False
-    """fast path: torch.compile the Langevin chain and the update (same results, first call costs ~20 s)"""
+    """fast path: torch.compile the Langevin chain (same actions within 1e-5; each batch shape compiles once, ~1 min)"""
 
     # Environment and protocol
     env_id: str = "Hopper-v4"
@@ -170,8 +171,9 @@ class EnsembleLinear(nn.Module):
 class TwinCritic(nn.Module):
     """Q1(s, a) and Q2(s, a), each: concat(obs, action) -> 3 x 256 mish -> scalar."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256):
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, activation=F.mish):
         super().__init__()
+        self.activation = activation
         self.fc1 = EnsembleLinear(2, obs_dim + act_dim, hidden_dim)
         self.fc2 = EnsembleLinear(2, hidden_dim, hidden_dim)
         self.fc3 = EnsembleLinear(2, hidden_dim, hidden_dim)
@@ -180,9 +182,9 @@ class TwinCritic(nn.Module):
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs (batch, obs_dim), actions (batch, act_dim) -> (2, batch): Q1 and Q2."""
         x = torch.cat([obs, actions], dim=-1).expand(2, -1, -1)
-        x = F.mish(self.fc1(x))
-        x = F.mish(self.fc2(x))
-        x = F.mish(self.fc3(x))
+        x = self.activation(self.fc1(x))
+        x = self.activation(self.fc2(x))
+        x = self.activation(self.fc3(x))
         return self.fc_out(x).squeeze(-1)
 
 
@@ -264,9 +266,10 @@ class ReplayBuffer:
 
 
 # UPDATE
-def update_critic(batch, critic, critic_target, optimizer, args: Args) -> dict:
+def update_critic(batch, critic, critic_target, optimizer, args: Args, sample_fn=None) -> dict:
     """One LQL update: TD step, then Polyak.
 
+    `sample_fn` replaces `sample_actions` (the --compile fast path passes its compiled twin).
     Returns detached scalar tensors (no host sync here): td_loss, q.
     """
     obs, actions, rewards, next_obs, terminated = batch
@@ -274,8 +277,8 @@ def update_critic(batch, critic, critic_target, optimizer, args: Args) -> dict:
 
     # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a'), a' ~ pi(.|s') drawn
     # with the ONLINE critics (the policy is the online critic), valued by the Polyak targets.
-    next_actions = sample_actions(critic, next_obs, act_dim, args)
     with torch.no_grad():
+        next_actions = (sample_fn or sample_actions)(critic, next_obs, act_dim, args)
         next_q = critic_target(next_obs, next_actions).min(0).values
         td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
 
@@ -292,6 +295,31 @@ def update_critic(batch, critic, critic_target, optimizer, args: Args) -> dict:
             p_targ.lerp_(p, args.tau)
 
     return {"td_loss": td_loss.detach().mean(), "q": q.detach().mean()}
+
+
+# FAST PATH (--compile)
+def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
+    """mish(x) = x tanh(softplus(x)) with a single exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2).
+
+    Equal to F.mish within 4e-7 (relative). Inductor lowers F.mish to exp + log1p + tanh, in the forward and again
+    in the backward; with this form the compiled chain ran 1.7x faster (2-core CPU, Hopper, batch 256). Eager, it
+    is no faster than ATen's fused F.mish and 1.5x slower on 5 states, so the eager path keeps F.mish.
+    """
+    e = torch.exp(x.clamp(max=20.0))  # beyond 20, mish(x) = x in float32
+    n = e * (e + 2)
+    return x * n / (n + 2)
+
+
+def compile_sampler(sample_fn):
+    """torch.compile the whole Langevin chain, torch.autograd.grad included, as one graph per batch shape.
+
+    Measured on the 2-core CPU (Hopper, batch 256, 1 thread, side by side): update 0.52x and acting 0.36x of the
+    eager time, actions equal to eager within 3e-6 for the same seed. The TD and smoothing steps stay eager (about
+    10% of an update). Each batch shape (update, acting, evaluation) compiles once, ~1 minute on first use.
+    """
+    torch._dynamo.config.trace_autograd_ops = True  # trace torch.autograd.grad instead of breaking the graph there
+    torch._inductor.config.fallback_random = True  # compiled rand/randn draw what eager draws: same seed, same actions
+    return torch.compile(sample_fn, dynamic=False)
 
 
 # EVALUATION
@@ -360,16 +388,20 @@ def train(args: Args) -> dict:
                                 f"{run_name}/eval")
     eval_envs.reset(seed=args.seed + 10_000)
 
-    critic = TwinCritic(obs_dim, act_dim).to(device)
-    critic_target = TwinCritic(obs_dim, act_dim).to(device)
+    activation = mish_one_exp if args.compile else F.mish
+    critic = TwinCritic(obs_dim, act_dim, activation=activation).to(device)
+    critic_target = TwinCritic(obs_dim, act_dim, activation=activation).to(device)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
-    update_fn, act_fn = update_critic, lambda o: sample_actions(critic, o, act_dim, args)
-    if args.compile:
-        update_fn, act_fn = torch.compile(update_fn), torch.compile(act_fn)
+    sample_fn = compile_sampler(sample_actions) if args.compile else sample_actions
+    update_fn = functools.partial(update_critic, sample_fn=sample_fn)
+
+    def act_fn(obs):
+        with torch.no_grad():  # as inside update_critic, so that acting and the update share one compiled graph mode
+            return sample_fn(critic, obs, act_dim, args)
 
     checkpoint_path = f"{run_dir}/checkpoint.pt"
     summary = {"run_dir": run_dir, "eval_returns": [], "checkpoint": None, "exit_code": 0, "num_updates": 0}
@@ -398,8 +430,7 @@ def train(args: Args) -> dict:
             if global_step < args.learning_starts:
                 actions = envs.action_space.sample()
             else:
-                with torch.no_grad():
-                    actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
 
             # STEP ENV
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)

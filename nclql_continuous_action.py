@@ -3,6 +3,7 @@
 # There is no actor network: the policy is pi(a|s) ~ exp(w Q(s,a)), sampled by annealed Langevin dynamics
 # on a critic conditioned on a noise level. Defaults follow the authors' JAX code (ku-dmlab/NCLQL).
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -40,7 +41,7 @@ class Args:
     save_model: bool = True
     """whether to save a checkpoint to `runs/{run_name}` at each evaluation, at the end and on Ctrl-C"""
     compile: bool = False
-    """fast path: torch.compile the Langevin chain and the update (same results, first call costs ~20 s)"""
+    """fast path: torch.compile the Langevin chain (same actions within 1e-5; each batch shape compiles once, ~1 min)"""
 
     # Environment and protocol
     env_id: str = "Hopper-v4"
@@ -191,8 +192,10 @@ class NoiseConditionedTwinCritic(nn.Module):
     Level embedding: sinusoid(l, 16) -> Linear(16, 32) -> mish -> Linear(32, 16), one per critic.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, num_levels: int, hidden_dim: int = 256, level_dim: int = 16):
+    def __init__(self, obs_dim: int, act_dim: int, num_levels: int, hidden_dim: int = 256, level_dim: int = 16,
+                 activation=F.mish):
         super().__init__()
+        self.activation = activation
         self.num_levels = num_levels
         self.level_dim = level_dim
         self.level_embed1 = EnsembleLinear(2, level_dim, 2 * level_dim)
@@ -207,11 +210,11 @@ class NoiseConditionedTwinCritic(nn.Module):
         # Embed the L possible levels once per call (L rows), then look each sample's level up.
         all_levels = torch.arange(self.num_levels, device=obs.device)
         table = sinusoidal_encoding(all_levels, self.level_dim).expand(2, -1, -1)
-        table = self.level_embed2(F.mish(self.level_embed1(table)))  # (2, L, level_dim)
+        table = self.level_embed2(self.activation(self.level_embed1(table)))  # (2, L, level_dim)
         x = torch.cat([obs.expand(2, -1, -1), actions.expand(2, -1, -1), table[:, level]], dim=-1)
-        x = F.mish(self.fc1(x))
-        x = F.mish(self.fc2(x))
-        x = F.mish(self.fc3(x))
+        x = self.activation(self.fc1(x))
+        x = self.activation(self.fc2(x))
+        x = self.activation(self.fc3(x))
         return self.fc_out(x).squeeze(-1)
 
 
@@ -235,9 +238,10 @@ def annealed_langevin_sample(q_fn, obs: torch.Tensor, act_dim: int, sigmas: torc
     Returns (batch, act_dim) actions in [-1, 1].
     """
     batch_size = obs.shape[0]
+    # Step sizes stay tensors (no .item()), so that torch.compile can trace the whole chain as one graph.
+    step_sizes = step_lr * (sigmas / sigmas[-1]) ** 2  # alpha_l: 1.0 at level 0 down to step_lr at L-1
     actions = torch.rand(batch_size, act_dim, device=obs.device) * 2 - 1
-    for level, sigma in enumerate(sigmas.tolist()):
-        step_size = step_lr * (sigma / sigmas[-1].item()) ** 2  # 1.0 at level 0 down to step_lr at L-1
+    for level, step_size in enumerate(step_sizes):
         level_idx = torch.full((batch_size,), level, dtype=torch.long, device=obs.device)
         for _ in range(steps_per_level):
             with torch.enable_grad():
@@ -247,7 +251,7 @@ def annealed_langevin_sample(q_fn, obs: torch.Tensor, act_dim: int, sigmas: torc
             if grad_norm:
                 grad = grad / (grad.norm(dim=-1, keepdim=True) + 1e-8)
             noise = torch.randn_like(actions)
-            actions = (actions.detach() + 0.5 * step_size * w * grad + math.sqrt(step_size) * noise).clamp(-1.0, 1.0)
+            actions = (actions.detach() + 0.5 * step_size * w * grad + step_size.sqrt() * noise).clamp(-1.0, 1.0)
     return actions
 
 
@@ -304,9 +308,11 @@ class ReplayBuffer:
 
 
 # UPDATE
-def update_critic(batch, critic, critic_target, optimizer, sigmas: torch.Tensor, args: Args) -> dict:
+def update_critic(batch, critic, critic_target, optimizer, sigmas: torch.Tensor, args: Args,
+                  sample_fn=None) -> dict:
     """One NC-LQL update: TD step, then smoothing step, then Polyak, in the authors' order.
 
+    `sample_fn` replaces `sample_actions` (the --compile fast path passes its compiled twin).
     Returns detached scalar tensors (no host sync here): td_loss, smoothing_loss, q.
     """
     obs, actions, rewards, next_obs, terminated = batch
@@ -316,8 +322,8 @@ def update_critic(batch, critic, critic_target, optimizer, sigmas: torch.Tensor,
 
     # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a', L-1), a' ~ pi(.|s') drawn
     # with the ONLINE critics (the policy is the online critic), valued by the Polyak targets.
-    next_actions = sample_actions(critic, next_obs, act_dim, sigmas, args)
     with torch.no_grad():
+        next_actions = (sample_fn or sample_actions)(critic, next_obs, act_dim, sigmas, args)
         next_q = critic_target(next_obs, next_actions, clean_level).min(0).values
         td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
 
@@ -346,6 +352,31 @@ def update_critic(batch, critic, critic_target, optimizer, sigmas: torch.Tensor,
 
     return {"td_loss": td_loss.detach().mean(), "smoothing_loss": smoothing_loss.detach().mean(),
             "q": smoothing_target.mean()}
+
+
+# FAST PATH (--compile)
+def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
+    """mish(x) = x tanh(softplus(x)) with a single exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2).
+
+    Equal to F.mish within 4e-7 (relative). Inductor lowers F.mish to exp + log1p + tanh, in the forward and again
+    in the backward; with this form the compiled chain ran 1.7x faster (2-core CPU, Hopper, batch 256). Eager, it
+    is no faster than ATen's fused F.mish and 1.5x slower on 5 states, so the eager path keeps F.mish.
+    """
+    e = torch.exp(x.clamp(max=20.0))  # beyond 20, mish(x) = x in float32
+    n = e * (e + 2)
+    return x * n / (n + 2)
+
+
+def compile_sampler(sample_fn):
+    """torch.compile the whole Langevin chain, torch.autograd.grad included, as one graph per batch shape.
+
+    Measured on the 2-core CPU (Hopper, batch 256, 1 thread, side by side): update 0.52x and acting 0.36x of the
+    eager time, actions equal to eager within 3e-6 for the same seed. The TD and smoothing steps stay eager (about
+    10% of an update). Each batch shape (update, acting, evaluation) compiles once, ~1 minute on first use.
+    """
+    torch._dynamo.config.trace_autograd_ops = True  # trace torch.autograd.grad instead of breaking the graph there
+    torch._inductor.config.fallback_random = True  # compiled rand/randn draw what eager draws: same seed, same actions
+    return torch.compile(sample_fn, dynamic=False)
 
 
 # EVALUATION
@@ -414,17 +445,21 @@ def train(args: Args) -> dict:
                                 f"{run_name}/eval")
     eval_envs.reset(seed=args.seed + 10_000)
 
-    critic = NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels).to(device)
-    critic_target = NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels).to(device)
+    activation = mish_one_exp if args.compile else F.mish
+    critic = NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels, activation=activation).to(device)
+    critic_target = NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels, activation=activation).to(device)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
     sigmas = sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels).to(device)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
-    update_fn, act_fn = update_critic, lambda o: sample_actions(critic, o, act_dim, sigmas, args)
-    if args.compile:
-        update_fn, act_fn = torch.compile(update_fn), torch.compile(act_fn)
+    sample_fn = compile_sampler(sample_actions) if args.compile else sample_actions
+    update_fn = functools.partial(update_critic, sample_fn=sample_fn)
+
+    def act_fn(obs):
+        with torch.no_grad():  # as inside update_critic, so that acting and the update share one compiled graph mode
+            return sample_fn(critic, obs, act_dim, sigmas, args)
 
     checkpoint_path = f"{run_dir}/checkpoint.pt"
     summary = {"run_dir": run_dir, "eval_returns": [], "checkpoint": None, "exit_code": 0, "num_updates": 0}
@@ -453,8 +488,7 @@ def train(args: Args) -> dict:
             if global_step < args.learning_starts:
                 actions = envs.action_space.sample()
             else:
-                with torch.no_grad():
-                    actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
 
             # STEP ENV
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
