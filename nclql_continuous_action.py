@@ -8,6 +8,7 @@ import importlib.util
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -478,6 +479,11 @@ def train(args: Args) -> dict:
               f"over {len(returns)} episodes", flush=True)
         save()
 
+    def stop_like_ctrl_c(signum, frame):
+        raise KeyboardInterrupt
+
+    # `kill` (SIGTERM) stops the run like Ctrl-C does: with a checkpoint of what it has learned.
+    previous_sigterm_handler = signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     global_step, num_updates, next_eval = 0, 0, args.eval_frequency
     recent_returns, last_log_time, last_log_step = [], time.time(), 0
     start_time = time.time()
@@ -546,6 +552,7 @@ def train(args: Args) -> dict:
               file=sys.stderr)
         summary["exit_code"] = 130
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm_handler)
         envs.close()
         eval_envs.close()
         writer.close()

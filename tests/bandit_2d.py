@@ -3,21 +3,23 @@
 One step, a constant dummy observation, a 2-D action a in [-1, 1]^2 and a reward with four separated optima
 of equal height at (+-0.5, +-0.5):
 
-    r(a) = sum_k exp(-|a - c_k|^2 / (2 rho^2)),   rho = 0.25
+    r(a) = sum_k h_k exp(-|a - c_k|^2 / (2 rho^2)),   rho = 0.25,  h_k = 1 (--heights to change)
 
 A unimodal policy (a Gaussian actor) puts its mass near at most one optimum, or spreads it over the valleys
-between them. The soft policy exp(w Q) of the true critic Q = reward_scale * r puts 1/4 of its mass near each.
+between them. The soft policy of the true critic Q = reward_scale * r puts 1/4 of its mass near each (the chains
+run on Q1 + Q2, so the law they target is exp(w (Q1 + Q2)) = exp(200 r) at the defaults w = 500, reward_scale = 0.2).
 
 Each script's critic is trained with the script's own `update_critic` on batches of uniform-random actions (an
 endless warm-up buffer; gamma = 0 and terminated = 1, so the TD target is reward_scale * r), then the script's own
 `sample_actions` draws actions with its default sampler (w = 500, gradient normalised, 20 gradient steps).
 Reported: the share of samples within NEAR_RADIUS of each optimum, and how many optima hold at least
-COVERED_SHARE of the samples.
+COVERED_SHARE of the samples, after 3000 updates and along the way (a learning curve from the same run).
 
-    python tests/bandit_2d.py                         # full size: the figures README.md quotes
-    python tests/bandit_2d.py --updates 600 --samples 2000 --seed 2
+    python tests/bandit_2d.py --seed 1                # full size, ~10 min on 2 cores: README.md quotes seeds 1, 2, 3
+    python tests/bandit_2d.py --updates 500 --measure-at --samples 2000    # the size tests/test_bandit.py runs
+    python tests/bandit_2d.py --heights 1 1 1 0.8     # unequal optima: the soft policy drops the lowest
 
-Not collected by pytest; tests/test_bandit.py runs a smaller version of the same measurement.
+Not collected by pytest (a measurement, not a test); tests/test_bandit.py asserts its outcome at a smaller size.
 """
 import argparse
 import dataclasses
@@ -42,61 +44,92 @@ NEAR_RADIUS = RHO
 COVERED_SHARE = 0.05
 """an optimum is covered if at least this share of the samples is near it (its fair share is 0.25)"""
 SCRIPTS = {"nclql": nclql, "lql": lql}
+heights = torch.ones(len(OPTIMA))
+"""h_k, the height of each optimum (main() sets it from --heights)"""
 
 
 def reward(actions: torch.Tensor) -> torch.Tensor:
     """r(a) for a batch of actions (batch, 2) -> (batch,)."""
-    return torch.exp(-((actions[:, None, :] - OPTIMA) ** 2).sum(-1) / (2 * RHO**2)).sum(-1)
+    squared_distance = ((actions[:, None, :] - OPTIMA.to(actions.dtype)) ** 2).sum(-1)
+    return (heights.to(actions.dtype) * torch.exp(-squared_distance / (2 * RHO**2))).sum(-1)
+
+
+def soft_policy_shares(grid_size: int = 801) -> torch.Tensor:
+    """Share of the chains' target law exp(w (Q1 + Q2)), Q1 = Q2 = reward_scale * r, near each optimum (on a grid)."""
+    default = nclql.Args()
+    axis = torch.linspace(-1, 1, grid_size, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    probs = torch.softmax(default.w * 2 * default.reward_scale * reward(grid), 0)
+    near = (grid[:, None, :] - OPTIMA.double()).norm(dim=-1) < NEAR_RADIUS
+    return (probs[:, None] * near).sum(0).float()
 
 
 def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: int = 256,
-                     learning_rate: float = 3e-3, seed: int = 1) -> dict:
+                     learning_rate: float = 3e-3, seed: int = 1, measure_at: tuple[int, ...] = ()) -> list[dict]:
     """Train script `name`'s critic on the bandit with its own update, then draw actions from its own policy.
 
-    The learning rate is raised from the scripts' 1e-4 so that the critic fits r in hundreds of updates. With
+    Returns one measurement per entry of `measure_at` (update counts) and one at the end. The policy is sampled
+    under a forked RNG, so measuring along the way does not change the training run.
+
+    The learning rate is raised from the scripts' 1e-4 so that the critic fits r in a few thousand updates. With
     gamma = 0 the next action a' drawn inside `update_critic` does not enter the TD target, so the training
     copy of Args runs the cheapest chain there (1 step per level); sampling uses the default Args.
     """
-    script = SCRIPTS[name]
-    args = script.Args(gamma=0.0, learning_rate=learning_rate)
+    args = SCRIPTS[name].Args(gamma=0.0, learning_rate=learning_rate)
     torch.manual_seed(seed)
     if name == "nclql":
         train_args = dataclasses.replace(args, steps_per_level=1)
         sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels)
         critic, critic_target = (nclql.NoiseConditionedTwinCritic(1, 2, args.num_levels) for _ in range(2))
-        update = lambda batch: nclql.update_critic(batch, critic, critic_target, optimizer, sigmas, train_args)  # noqa: E731
-        policy = lambda obs: nclql.sample_actions(critic, obs, 2, sigmas, args)  # noqa: E731
+
+        def update(batch):
+            return nclql.update_critic(batch, critic, critic_target, optimizer, sigmas, train_args)
+
+        def policy(obs):
+            return nclql.sample_actions(critic, obs, 2, sigmas, args)
+
+        def clean_q(actions):
+            level = torch.full((len(actions),), args.num_levels - 1, dtype=torch.long)
+            return critic(torch.zeros(len(actions), 1), actions, level)
     else:
         train_args = dataclasses.replace(args, langevin_steps=1)
         critic, critic_target = lql.TwinCritic(1, 2), lql.TwinCritic(1, 2)
-        update = lambda batch: lql.update_critic(batch, critic, critic_target, optimizer, train_args)  # noqa: E731
-        policy = lambda obs: lql.sample_actions(critic, obs, 2, args)  # noqa: E731
+
+        def update(batch):
+            return lql.update_critic(batch, critic, critic_target, optimizer, train_args)
+
+        def policy(obs):
+            return lql.sample_actions(critic, obs, 2, args)
+
+        def clean_q(actions):
+            return critic(torch.zeros(len(actions), 1), actions)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
 
+    def measure(num_done: int, train_s: float) -> dict:
+        with torch.random.fork_rng(devices=[]):
+            start = time.time()
+            samples = policy(torch.zeros(num_samples, 1)).detach()
+            sample_s = time.time() - start
+        with torch.no_grad():  # the critic's own fit at the optima: tells a sampler failure from a critic failure
+            q_at_optima = clean_q(OPTIMA).mean(0)
+        shares = near_shares(samples)
+        return {"name": name, "samples": samples, "shares": shares, "covered": int((shares >= COVERED_SHARE).sum()),
+                "at_faces": float((samples.abs() > 0.99).any(-1).float().mean()),
+                "q_at_optima": q_at_optima, "q_target": args.reward_scale * reward(OPTIMA), "train_s": train_s,
+                "sample_s": sample_s, "num_updates": num_done}
+
     obs, terminated = torch.zeros(batch_size, 1), torch.ones(batch_size)
-    start = time.time()
-    for _ in range(num_updates):
+    results, train_s = [], 0.0
+    for num_done in range(1, num_updates + 1):
+        start = time.time()
         actions = torch.rand(batch_size, 2) * 2 - 1
         update((obs, actions, reward(actions), obs, terminated))
-    train_s = time.time() - start
-
-    start = time.time()
-    samples = policy(torch.zeros(num_samples, 1)).detach()
-    sample_s = time.time() - start
-
-    # The critic's own fit at the optima, to tell a sampler failure from a critic failure.
-    with torch.no_grad():
-        if name == "nclql":
-            level = torch.full((len(OPTIMA),), args.num_levels - 1, dtype=torch.long)
-            q_at_optima = critic(torch.zeros(len(OPTIMA), 1), OPTIMA, level).mean(0)
-        else:
-            q_at_optima = critic(torch.zeros(len(OPTIMA), 1), OPTIMA).mean(0)
-    shares = near_shares(samples)
-    return {"name": name, "samples": samples, "shares": shares, "covered": int((shares >= COVERED_SHARE).sum()),
-            "q_at_optima": q_at_optima, "q_target": args.reward_scale * reward(OPTIMA), "train_s": train_s,
-            "sample_s": sample_s, "num_updates": num_updates}
+        train_s += time.time() - start
+        if num_done in measure_at or num_done == num_updates:
+            results.append(measure(num_done, train_s))
+    return results
 
 
 def near_shares(samples: torch.Tensor) -> torch.Tensor:
@@ -115,6 +148,10 @@ def text_histogram(samples: torch.Tensor, bins: int = 8) -> str:
     return "\n".join(lines)
 
 
+def rounded(values: torch.Tensor) -> list[float]:
+    return [round(v, 3) for v in values.tolist()]
+
+
 def report(result: dict) -> str:
     """One markdown table row: script, share near each optimum, optima covered, share near none."""
     shares = result["shares"].tolist()
@@ -125,27 +162,41 @@ def report(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=3000, help="critic updates per script")
-    parser.add_argument("--samples", type=int, default=10000, help="actions drawn from each policy")
+    parser.add_argument("--samples", type=int, default=4000, help="actions drawn from each policy")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scripts", nargs="+", default=["nclql", "lql"], choices=list(SCRIPTS))
+    parser.add_argument("--measure-at", nargs="*", type=int, default=[250, 500, 750, 1000, 1500, 2000, 2500],
+                        help="also measure the policies after these numbers of updates (a learning curve)")
+    parser.add_argument("--heights", nargs=len(OPTIMA), type=float, default=heights.tolist(),
+                        help="height of each optimum, in the order of the table's columns")
     cli = parser.parse_args()
+    heights.copy_(torch.tensor(cli.heights))
 
     results = []
     for name in cli.scripts:
-        result = train_and_sample(name, cli.updates, cli.samples, learning_rate=cli.learning_rate, seed=cli.seed)
+        runs = train_and_sample(name, cli.updates, cli.samples, learning_rate=cli.learning_rate, seed=cli.seed,
+                                measure_at=tuple(cli.measure_at))
+        for run in runs[:-1]:
+            print(f"{name} after {run['num_updates']:>5} updates: {report(run)} "
+                  f"mean(Q1, Q2) at the optima {rounded(run['q_at_optima'])}, at the box faces {run['at_faces']:.3f}")
+            if run["covered"] < len(OPTIMA):
+                print(text_histogram(run["samples"]))
+        result = runs[-1]
         results.append(result)
         print(f"\n{name}: {cli.updates} updates in {result['train_s']:.0f} s, {cli.samples} samples in "
-              f"{result['sample_s']:.1f} s; mean(Q1, Q2) at the optima "
-              f"{[round(q, 3) for q in result['q_at_optima'].tolist()]} (target {result['q_target'][0]:.3f})")
+              f"{result['sample_s']:.1f} s; mean(Q1, Q2) at the optima {rounded(result['q_at_optima'])} "
+              f"(target {rounded(result['q_target'])}), at the box faces {result['at_faces']:.3f}")
         print(text_histogram(result["samples"]))
     optima = " | ".join(f"({x:+.1f}, {y:+.1f})" for x, y in OPTIMA.tolist())
     print(f"\nShare of {cli.samples} samples within {NEAR_RADIUS} of each optimum (seed {cli.seed}, "
           f"{cli.updates} updates); covered = share >= {COVERED_SHARE}\n")
+    soft = soft_policy_shares()
+    print(f"heights {cli.heights}\n")
     print(f"| policy | {optima} | optima covered | near none |")
     print("|---|" + "---|" * (len(OPTIMA) + 2))
-    print("| soft policy exp(wQ) of the true Q | " + " | ".join(["0.250"] * len(OPTIMA)) +
-          f" | {len(OPTIMA)}/{len(OPTIMA)} | 0.000 |")
+    print("| soft policy exp(w (Q1 + Q2)) of the true Q | " + " | ".join(f"{s:.3f}" for s in soft.tolist()) +
+          f" | {int((soft >= COVERED_SHARE).sum())}/{len(OPTIMA)} | {1 - soft.sum():.3f} |")
     for result in results:
         print(report(result))
 

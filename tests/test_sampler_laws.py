@@ -210,8 +210,8 @@ def test_normalised_chain_samples_a_law_set_by_the_argmax_alone(regime, curvatur
 
 
 # ANNEALED CHAIN ON TWO SEPARATED MODES OF UNEQUAL WEIGHT
-# Boltzmann law p(a) = 0.2 N(-0.3, s^2) + 0.8 N(0.3, s^2), s = 0.03: the modes are 20 s apart, a barrier of ~45 nats
-# between them. Level l's landscape is the exact Gaussian-smoothed log-density, as NCSN has it:
+# Boltzmann law p(a) = 0.2 N(-0.3, s^2) + 0.8 N(0.3, s^2), s = 0.03: the modes are 20 s apart, with a barrier of
+# over 40 nats between them. Level l's landscape is the exact Gaussian-smoothed log-density, as NCSN has it:
 #     w Q_l(a) = log (p * N(0, sigma_l^2))(a) = log sum_k pi_k N(a; mu_k, s^2 + sigma_l^2).
 # At sigma_0 = 0.3 the smoothed law is one broad bump that chains cross freely; as sigma_l shrinks, the barrier
 # rises and each chain stays in the mode it is in, in the proportion the smoothed law gave it. The plain chain runs
@@ -224,7 +224,8 @@ MIX_SD = 0.03
 def mixture_log_density(a: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """log sum_k pi_k N(a; mu_k, var) for a (batch, 1) and var (batch,) or scalar, up to a constant."""
     var = torch.as_tensor(var, dtype=a.dtype).reshape(-1, 1)
-    return torch.logsumexp(torch.log(MIX_WEIGHTS) - 0.5 * (a - MIX_MEANS) ** 2 / var, dim=-1) - 0.5 * torch.log(var[:, 0])
+    log_components = torch.log(MIX_WEIGHTS) - 0.5 * (a - MIX_MEANS) ** 2 / var - 0.5 * torch.log(var)
+    return torch.logsumexp(log_components, dim=-1)
 
 
 def mode_shares(actions: torch.Tensor, sd: float) -> list[float]:
@@ -263,7 +264,8 @@ def test_annealing_over_smoothed_landscapes_recovers_mode_weights_that_plain_lan
     weight = float(MIX_WEIGHTS[0])
     se = math.sqrt(weight * (1 - weight) / n)
     z_annealed, z_plain = (annealed_shares[0] - weight) / se, (plain_shares[0] - weight) / se
-    figure = (f"weights {MIX_WEIGHTS.tolist()}: annealed chain's shares {np.round(annealed_shares, 4).tolist()} "
+    figure = (f"weights {np.round(MIX_WEIGHTS.tolist(), 2).tolist()}: annealed chain's shares "
+              f"{np.round(annealed_shares, 4).tolist()} "
               f"(small mode z {z_annealed:+.1f}), plain chain's {np.round(plain_shares, 4).tolist()} "
               f"(z {z_plain:+.1f}); SE {se:.4f}, n {n}; annealed at NC-LQL's default schedule (not asserted): "
               f"{np.round(mode_shares(at_defaults, math.sqrt(MIX_SD**2 + default.sigma_min**2)), 4).tolist()}")

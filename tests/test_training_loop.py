@@ -4,6 +4,7 @@ Every test runs once per script (the `script` fixture in conftest.py).
 """
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,19 +129,21 @@ def test_logged_scalars(script, tmp_path, monkeypatch):
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
 
 
-def test_ctrl_c_saves_a_checkpoint(script, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_saves_a_checkpoint(script, stop_signal, tmp_path):
     process = subprocess.Popen([sys.executable, script_path(script), *TINY, "--total-timesteps", "100000000",
                                 "--learning-starts", "20", "--batch-size", "16", "--log-interval-s", "0.2"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and "updates" not in (line := process.stdout.readline()):
         assert line or process.poll() is None, process.stderr.read()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop_signal)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted at step" in err and "checkpoint: runs/" in err, err
     (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
-    assert torch.load(path, weights_only=True)["global_step"] > 20
+    stopped_at = int(re.search(r"interrupted at step ([\d,]+)", err).group(1).replace(",", ""))
+    assert torch.load(path, weights_only=True)["global_step"] == stopped_at >= 20, err
 
 
 def test_actions_are_rescaled_from_unit_box_to_env_bounds(script):

@@ -1,0 +1,201 @@
+"""Speed benchmark: update ms, act ms and env steps/s for both scripts, eager and --compile, against the FLOP floor.
+
+Not collected by pytest. Run it on a quiet machine (timings share the CPU with anything else running):
+
+    python tests/bench_speed.py                                  # both scripts, eager and compiled, CPU (+ CUDA)
+    python tests/bench_speed.py --paths eager --no-sps           # quick: update/act times only
+    python tests/bench_speed.py --cleanrl-sac ../cleanrl/cleanrl/sac_continuous_action.py --cleanrl-python PY
+
+- update ms: one `update_critic` at --batch-size on random Hopper-shaped data (median of --repeats).
+- act ms: `sample_actions` on --num-envs states (what the loop does once per vector step).
+- floor ms: the update's matmul FLOPs (counted from the critic's layer shapes, see `update_flops`) divided by
+  this machine's fp32 matmul rate, measured here on a 2048 x 2048 matmul.
+- env steps/s: the real training loop (`train()`) on --env-id, the authors' protocol (5 envs, one update per
+  vector step), read off its progress lines once learning has started (steady state).
+- --cleanrl-sac: runs CleanRL's SAC (one update per env step) in the same invocation, on the same env, and
+  reports its steady-state env steps/s beside ours. CleanRL is not part of this repo: give its script (needs
+  stable-baselines3, and on gymnasium 1.x its `final_observation` key renamed to `final_obs` with SAME_STEP
+  autoreset) and the python that has its requirements.
+"""
+import argparse
+import contextlib
+import functools
+import io
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import lql_continuous_action as lql  # noqa: E402
+import nclql_continuous_action as nclql  # noqa: E402
+
+SCRIPTS = {"nclql": nclql, "lql": lql}
+PROGRESS = re.compile(r"^step +([\d,]+)/[\d,]+ \| SPS +([\d.]+) \| updates ([\d,]+)", re.M)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_ms(fn, device, repeats):
+    fn(), fn()  # warm-up (and, on the fast path, compilation)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def matmul_gflops(device):
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    ms = median_ms(lambda: a @ b, device, 10)
+    return 2 * 2048**3 / (ms * 1e-3) / 1e9
+
+
+def critic_forward_flops(critic):
+    """Matmul FLOPs of one forward pass of ONE critic on ONE sample (the level-embedding MLP runs on L rows per
+    call, not per sample, and is left out)."""
+    return sum(2 * layer.weight.shape[1] * layer.weight.shape[2]
+               for name, layer in critic.named_children() if name.startswith("fc"))
+
+
+def update_flops(script, critic, args, batch_size):
+    """Per sample, F = one critic's forward. A chain step is a forward and a backward to the input (2F), for both
+    critics; the target is a forward; a TD or smoothing step is a forward and a backward to inputs and weights
+    (3F), for both critics. NC-LQL: 20 chain steps, target, TD, smoothing; LQL: no smoothing."""
+    steps = args.num_levels * args.steps_per_level if script is nclql else args.langevin_steps
+    losses = 2 if script is nclql else 1
+    per_sample = 2 * (steps * 2 + 1 + losses * 3) * critic_forward_flops(critic)
+    return per_sample * batch_size
+
+
+def make_parts(script, device, compiled, obs_dim, act_dim):
+    args = script.Args(compile=compiled)
+    activation = script.mish_one_exp if compiled else torch.nn.functional.mish
+    if script is nclql:
+        make = functools.partial(nclql.NoiseConditionedTwinCritic, obs_dim, act_dim, args.num_levels)
+        extra = (nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels).to(device),)
+    else:
+        make, extra = functools.partial(lql.TwinCritic, obs_dim, act_dim), ()
+    critic = make(activation=activation).to(device)
+    critic_target = make(activation=activation).to(device).requires_grad_(False)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
+    sample_fn = script.compile_sampler(script.sample_actions) if compiled else script.sample_actions
+    return args, critic, critic_target, optimizer, extra, sample_fn
+
+
+def time_update_and_act(script, device, compiled, cli):
+    obs_dim, act_dim = cli.obs_dim, cli.act_dim
+    args, critic, critic_target, optimizer, extra, sample_fn = make_parts(script, device, compiled, obs_dim, act_dim)
+    b = cli.batch_size
+    batch = (torch.randn(b, obs_dim, device=device), torch.rand(b, act_dim, device=device) * 2 - 1,
+             torch.randn(b, device=device), torch.randn(b, obs_dim, device=device), torch.zeros(b, device=device))
+    states = torch.randn(cli.num_envs, obs_dim, device=device)
+    start = time.perf_counter()
+    update = functools.partial(script.update_critic, batch, critic, critic_target, optimizer, *extra, args,
+                               sample_fn=sample_fn)
+    update()
+    with torch.no_grad():
+        sample_fn(critic, states, act_dim, *extra, args)
+    first_call_s = time.perf_counter() - start
+    update_ms = median_ms(update, device, cli.repeats)
+    with torch.no_grad():
+        act_ms = median_ms(lambda: sample_fn(critic, states, act_dim, *extra, args), device, cli.repeats)
+    return update_ms, act_ms, first_call_s, update_flops(script, critic, args, b)
+
+
+def training_sps(script, device, compiled, cli):
+    """Steady-state env steps/s of the real loop: the median SPS of progress intervals that start after learning."""
+    args = script.Args(env_id=cli.env_id, num_envs=cli.num_envs, learning_starts=cli.sps_learning_starts,
+                       total_timesteps=cli.sps_learning_starts + cli.sps_updates * cli.num_envs, compile=compiled,
+                       cuda=device.type == "cuda", eval_frequency=10**9, eval_episodes=cli.num_envs,
+                       log_interval_s=cli.sps_interval_s, save_model=False, exp_name="bench_speed")
+    out, cwd = io.StringIO(), os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(out):
+        os.chdir(tmp)  # runs/ goes to a temporary folder
+        try:
+            script.train(args)
+        finally:
+            os.chdir(cwd)
+    lines = [(int(u.replace(",", "")), float(sps)) for _, sps, u in PROGRESS.findall(out.getvalue())]
+    steady = [sps for (prev_updates, _), (_, sps) in zip(lines, lines[1:]) if prev_updates > 0]
+    return statistics.median(steady) if steady else float("nan")
+
+
+def cleanrl_sac_sps(cli):
+    """CleanRL SAC's steady-state env steps/s, from its 'SPS:' prints (cumulative since start) after learning."""
+    learning_starts, extra = 5000, 3000
+    command = [cli.cleanrl_python, cli.cleanrl_sac, "--env-id", cli.env_id, "--total-timesteps",
+               str(learning_starts + extra), "--learning-starts", str(learning_starts), "--seed", "1"]
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"CleanRL SAC failed:\n{result.stderr[-2000:]}")
+    sps = [int(x) for x in re.findall(r"^SPS: (\d+)", result.stdout, re.M)]
+    steps = [learning_starts + 1 + 100 * (i + 1) for i in range(len(sps))]  # it prints at every 100th update
+    times = [step / s for step, s in zip(steps, sps)]
+    return (steps[-1] - steps[0]) / (times[-1] - times[0])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scripts", nargs="+", default=["nclql", "lql"], choices=list(SCRIPTS))
+    parser.add_argument("--paths", nargs="+", default=["eager", "compile"], choices=["eager", "compile"])
+    parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    parser.add_argument("--env-id", default="Hopper-v4")
+    parser.add_argument("--obs-dim", type=int, default=11, help="Hopper-v4's")
+    parser.add_argument("--act-dim", type=int, default=3, help="Hopper-v4's")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-envs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--sps", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure env steps/s of the real training loop")
+    parser.add_argument("--sps-learning-starts", type=int, default=1000)
+    parser.add_argument("--sps-updates", type=int, default=400)
+    parser.add_argument("--sps-interval-s", type=float, default=5.0)
+    parser.add_argument("--cleanrl-sac", help="path to CleanRL's sac_continuous_action.py, to run beside ours")
+    parser.add_argument("--cleanrl-python", default=sys.executable)
+    cli = parser.parse_args()
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {cli.batch_size}, "
+          f"acting on {cli.num_envs} states, {cli.env_id}")
+    rows = []
+    for device_name in cli.devices:
+        device = torch.device(device_name)
+        gflops = matmul_gflops(device)
+        print(f"{device_name}: fp32 matmul {gflops:.0f} GFLOP/s (2048 x 2048)", flush=True)
+        for name in cli.scripts:
+            for path in cli.paths:
+                update_ms, act_ms, first_s, flops = time_update_and_act(SCRIPTS[name], device, path == "compile", cli)
+                sps = training_sps(SCRIPTS[name], device, path == "compile", cli) if cli.sps else float("nan")
+                floor_ms = flops / (gflops * 1e9) * 1e3
+                rows.append((name, path, device_name, update_ms, act_ms, flops / 1e9, floor_ms, update_ms / floor_ms,
+                             first_s, sps))
+                print(f"  {name} {path}: update {update_ms:.1f} ms, act {act_ms:.1f} ms, env steps/s {sps:.1f}",
+                      flush=True)
+
+    print("\n| script | path | device | update ms | act ms | update GFLOP | floor ms | update / floor | "
+          "first call s | env steps/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, path, device_name, update_ms, act_ms, gflop, floor_ms, ratio, first_s, sps in rows:
+        print(f"| {name} | {path} | {device_name} | {update_ms:.1f} | {act_ms:.1f} | {gflop:.2f} | {floor_ms:.1f} | "
+              f"{ratio:.2f}x | {first_s:.0f} | {sps:.1f} |")
+    if cli.cleanrl_sac:
+        sac = cleanrl_sac_sps(cli)
+        print(f"\nCleanRL SAC, {cli.env_id}, one update per env step: {sac:.1f} env steps/s (steady state)")
+        for name, path, device_name, *_, sps in rows:
+            print(f"  {name} {path} {device_name}: {sps:.1f} env steps/s = {sps / sac:.2f}x SAC")
+
+
+if __name__ == "__main__":
+    main()
