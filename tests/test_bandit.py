@@ -11,9 +11,9 @@ modes that plain Langevin (LQL) mixes between too slowly. Measured with `python 
     seeds 4-6), with shares 0.21-0.26: its chains start uniformly on the box and each climbs the optimum of the
     basin it starts in, so it needs no mixing between optima;
   * NC-LQL covers 0, 3, 0, 0, 0, 2 of the four after 500 updates (seeds 1-6), 4/4, 4/4, 3/4 after 3000 with
-    shares from 0.04 to 0.41, and at times none (seed 2 after 2000 updates: 96% of its chains at the box
-    corners). Part of the early gap is its critic, which fits more slowly (mean(Q1, Q2) at the optima 0.08 after
-    500 updates, LQL's 0.14-0.15; the target is 0.2). The rest is its sampler: the first levels take steps of
+    shares from 0.04 to 0.41, and at times none (seed 2 after 2000 updates: 99% of its samples on the box
+    faces). Part of the early gap is its critic, which fits more slowly (mean(Q1, Q2) at the optima 0.08-0.11
+    after 500 updates, LQL's 0.14-0.16; the target is 0.2). The rest is its sampler: the first levels take steps of
     alpha * w / 2 = 250 along the unit gradient, which puts every chain on a corner of the box, and where the
     chain ends depends on the learned Q's slope there, where the critic is least constrained.
 These tests assert that outcome after 500 updates per script (seed 1).
