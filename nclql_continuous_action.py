@@ -384,14 +384,15 @@ def compile_sampler(sample_fn):
 def evaluate(eval_envs: gym.vector.VectorEnv, act_fn, device: torch.device) -> np.ndarray:
     """Run one episode in each copy of `eval_envs` with the stochastic sampler; return the episodic returns."""
     obs, _ = eval_envs.reset()
-    returns = np.full(eval_envs.num_envs, np.nan)
-    while np.isnan(returns).any():
+    returns, finished = np.zeros(eval_envs.num_envs), np.zeros(eval_envs.num_envs, dtype=bool)
+    while not finished.all():
         actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device))
         obs, _, _, _, infos = eval_envs.step(actions.cpu().numpy())
         if "episode" in infos.get("final_info", {}):
             # A copy that finished keeps running (autoreset); only its first episode counts.
-            first_finish = infos["final_info"]["_episode"] & np.isnan(returns)
+            first_finish = infos["final_info"]["_episode"] & ~finished
             returns[first_finish] = infos["final_info"]["episode"]["r"][first_finish]
+            finished |= first_finish
     return returns
 
 
