@@ -19,7 +19,6 @@ modes that plain Langevin (LQL) mixes between too slowly. Measured with `python 
 These tests assert that outcome after 500 updates per script (seed 1).
 """
 import pytest
-import torch
 
 from tests.bandit_2d import COVERED_SHARE, NEAR_RADIUS, OPTIMA, report, rounded, text_histogram, train_and_sample
 
@@ -28,15 +27,7 @@ SAMPLES = 2000
 SEED = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run this module on one intra-op thread: its tensors are small, and on a shared 2-core machine a second
-    thread spin-waits (measured here: 50 LQL bandit updates took 16 s on 2 threads next to two training runs,
-    1.4-2.8 s on 1)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: see conftest.py
 
 
 @pytest.fixture(scope="module")

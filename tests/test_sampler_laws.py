@@ -28,15 +28,7 @@ W = 500.0
 """the scripts' default inverse temperature"""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run this module on one intra-op thread: its tensors are small, and on a shared 2-core machine a second
-    thread spin-waits (measured here: 50 LQL bandit updates took 16 s on 2 threads next to two training runs,
-    1.4-2.8 s on 1)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: see conftest.py
 
 
 def dkw_bound(n: int) -> float:
