@@ -267,7 +267,7 @@ class ReplayBuffer:
 
 
 # UPDATE
-def update_critic(batch, critic, critic_target, optimizer, args: Args, sample_fn=None) -> dict:
+def update_critic(batch, critic, critic_target, optimizer, args: Args, sample_fn=sample_actions) -> dict:
     """One LQL update: TD step, then Polyak.
 
     `sample_fn` replaces `sample_actions` (the --compile fast path passes its compiled twin).
@@ -279,7 +279,7 @@ def update_critic(batch, critic, critic_target, optimizer, args: Args, sample_fn
     # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a'), a' ~ pi(.|s') drawn
     # with the ONLINE critics (the policy is the online critic), valued by the Polyak targets.
     with torch.no_grad():
-        next_actions = (sample_fn or sample_actions)(critic, next_obs, act_dim, args)
+        next_actions = sample_fn(critic, next_obs, act_dim, args)
         next_q = critic_target(next_obs, next_actions).min(0).values
         td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
 

@@ -310,7 +310,7 @@ class ReplayBuffer:
 
 # UPDATE
 def update_critic(batch, critic, critic_target, optimizer, sigmas: torch.Tensor, args: Args,
-                  sample_fn=None) -> dict:
+                  sample_fn=sample_actions) -> dict:
     """One NC-LQL update: TD step, then smoothing step, then Polyak, in the authors' order.
 
     `sample_fn` replaces `sample_actions` (the --compile fast path passes its compiled twin).
@@ -324,7 +324,7 @@ def update_critic(batch, critic, critic_target, optimizer, sigmas: torch.Tensor,
     # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a', L-1), a' ~ pi(.|s') drawn
     # with the ONLINE critics (the policy is the online critic), valued by the Polyak targets.
     with torch.no_grad():
-        next_actions = (sample_fn or sample_actions)(critic, next_obs, act_dim, sigmas, args)
+        next_actions = sample_fn(critic, next_obs, act_dim, sigmas, args)
         next_q = critic_target(next_obs, next_actions, clean_level).min(0).values
         td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
 
