@@ -4,9 +4,10 @@ Not collected by pytest (a benchmark, not a test). Each run is `lql_continuous_a
 start it, one torch thread per run so that `--jobs 2` uses both cores of a 2-core machine:
 
     python tests/sweep_lql_step_size.py                       # Hopper-v4 and HalfCheetah-v4, 1e-4 1e-3 1e-2
-    python tests/sweep_lql_step_size.py --step-sizes 1e-3 3e-3 --env-ids Walker2d-v4 --jobs 2
+    python tests/sweep_lql_step_size.py --step-sizes 1e-3 3e-3 --env-ids Walker2d-v4 --seeds 1 2 3 --jobs 2
 
-Score: the mean of the evaluation returns from `--score-from` env steps on (late-budget performance).
+Score: the mean of the evaluation returns from `--score-from` env steps on (late-budget performance), averaged
+over seeds; the table also lists each seed's score.
 """
 import argparse
 import os
@@ -19,9 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_LINE = re.compile(r"^eval +step +([\d,]+): return +(-?[\d.]+)")
 
 
-def run_one(env_id: str, step_size: float, args) -> list[tuple[int, float]]:
+def run_one(env_id: str, step_size: float, seed: int, args) -> list[tuple[int, float]]:
     command = [sys.executable, os.path.join(ROOT, "lql_continuous_action.py"), "--env-id", env_id,
-               "--langevin-step-size", str(step_size), "--seed", str(args.seed),
+               "--langevin-step-size", str(step_size), "--seed", str(seed),
                "--total-timesteps", str(args.total_timesteps), "--learning-starts", str(args.learning_starts),
                "--eval-frequency", str(args.eval_frequency), "--eval-episodes", str(args.eval_episodes),
                "--exp-name", f"lql_sweep_{step_size:g}", "--no-save-model", "--log-interval-s", "60"]
@@ -31,7 +32,7 @@ def run_one(env_id: str, step_size: float, args) -> list[tuple[int, float]]:
         sys.exit(f"run failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
     evals = [(int(m.group(1).replace(",", "")), float(m.group(2)))
              for m in map(EVAL_LINE.match, result.stdout.splitlines()) if m]
-    print(f"{env_id} step size {step_size:g}: evals {evals}", flush=True)
+    print(f"{env_id} step size {step_size:g} seed {seed}: evals {evals}", flush=True)
     return evals
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-ids", nargs="+", default=["Hopper-v4", "HalfCheetah-v4"])
     parser.add_argument("--step-sizes", nargs="+", type=float, default=[1e-4, 1e-3, 1e-2])
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--total-timesteps", type=int, default=20_000)
     parser.add_argument("--learning-starts", type=int, default=5_000)
     parser.add_argument("--eval-frequency", type=int, default=5_000)
@@ -48,22 +49,27 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
 
-    configs = [(env_id, step_size) for env_id in args.env_ids for step_size in args.step_sizes]
+    configs = [(env_id, step_size, seed)
+               for seed in args.seeds for env_id in args.env_ids for step_size in args.step_sizes]
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda config: run_one(*config, args), configs))
+        results = dict(zip(configs, pool.map(lambda config: run_one(*config, args), configs)))
 
-    print(f"\nLQL, seed {args.seed}, {args.total_timesteps:,} env steps ({args.learning_starts:,} random), "
-          f"score = mean eval return from step {args.score_from:,} on ({args.eval_episodes} episodes each)\n")
+    def score(env_id, step_size, seed):
+        late = [ret for step, ret in results[(env_id, step_size, seed)] if step >= args.score_from]
+        return sum(late) / len(late) if late else float("nan")
+
+    seeds = ", ".join(map(str, args.seeds))
+    print(f"\nLQL, seeds {seeds}, {args.total_timesteps:,} env steps ({args.learning_starts:,} random), "
+          f"score = mean eval return from step {args.score_from:,} on ({args.eval_episodes} episodes each), "
+          f"mean over seeds (each seed's score in brackets)\n")
     print("| langevin_step_size | " + " | ".join(args.env_ids) + " |")
     print("|---|" + "---|" * len(args.env_ids))
     for step_size in args.step_sizes:
-        scores = []
+        cells = []
         for env_id in args.env_ids:
-            evals = results[configs.index((env_id, step_size))]
-            late = [ret for step, ret in evals if step >= args.score_from]
-            scores.append(f"{sum(late) / len(late):.1f}" if late else "n/a")
-        print(f"| {step_size:g} | " + " | ".join(scores) + " |")
-
+            per_seed = [score(env_id, step_size, seed) for seed in args.seeds]
+            cells.append(f"{sum(per_seed) / len(per_seed):.1f} ({', '.join(f'{x:.1f}' for x in per_seed)})")
+        print(f"| {step_size:g} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     main()
