@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import tyro
 
 
@@ -77,8 +78,8 @@ class Args:
     # Langevin sampler
     langevin_steps: int = 20
     """K: Langevin steps per action (20 = the cost of NC-LQL's 10 levels x 2 steps)"""
-    langevin_step_size: float = 1e-3
-    """alpha: the fixed step size of every Langevin step"""
+    langevin_step_size: float = 1e-4
+    """alpha: the fixed step size of every Langevin step (chosen by tests/sweep_lql_step_size.py, see README)"""
     w: float = 500.0
     """inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a))"""
     q_grad_norm: bool = True
@@ -168,24 +169,12 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
-def mish(x: torch.Tensor) -> torch.Tensor:
-    """mish(x) = x tanh(softplus(x)), written with one sigmoid: with s = sigmoid(x), 1 + e^x = 1 / (1 - s), so
-    tanh(log(1 + e^x)) = ((1 + e^x)^2 - 1) / ((1 + e^x)^2 + 1) = n / (2 - n), n = 1 - (1 - s)^2 = s (2 - s).
-
-    Equal to F.mish within 4e-7 (relative, values and gradients). Why not F.mish: on this CPU ATen's mish
-    (tanh + log1p + exp) costs as much as the 256 x 256 matmul before it, forward and backward; this form made
-    the eager update 1.2x faster (2-core CPU, Hopper, batch 256), and inductor compiles it to a single exp.
-    """
-    s = torch.sigmoid(x)
-    n = s * (2 - s)
-    return x * n / (2 - n)
-
-
 class TwinCritic(nn.Module):
     """Q1(s, a) and Q2(s, a), each: concat(obs, action) -> 3 x 256 mish -> scalar."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256):
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, activation=F.mish):
         super().__init__()
+        self.activation = activation
         self.fc1 = EnsembleLinear(2, obs_dim + act_dim, hidden_dim)
         self.fc2 = EnsembleLinear(2, hidden_dim, hidden_dim)
         self.fc3 = EnsembleLinear(2, hidden_dim, hidden_dim)
@@ -194,9 +183,9 @@ class TwinCritic(nn.Module):
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs (batch, obs_dim), actions (batch, act_dim) -> (2, batch): Q1 and Q2."""
         x = torch.cat([obs, actions], dim=-1).expand(2, -1, -1)
-        x = mish(self.fc1(x))
-        x = mish(self.fc2(x))
-        x = mish(self.fc3(x))
+        x = self.activation(self.fc1(x))
+        x = self.activation(self.fc2(x))
+        x = self.activation(self.fc3(x))
         return self.fc_out(x).squeeze(-1)
 
 
@@ -310,6 +299,18 @@ def update_critic(batch, critic, critic_target, optimizer, args: Args, sample_fn
 
 
 # FAST PATH (--compile)
+def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
+    """mish(x) = x tanh(softplus(x)) with a single exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2).
+
+    Equal to F.mish within 4e-7 (relative). Inductor lowers F.mish to exp + log1p + tanh, in the forward and again
+    in the backward; with this form the compiled chain ran 1.7x faster (2-core CPU, Hopper, batch 256). Eager, it
+    is no faster than ATen's fused F.mish and 1.5x slower on 5 states, so the eager path keeps F.mish.
+    """
+    e = torch.exp(x.clamp(max=20.0))  # beyond 20, mish(x) = x in float32
+    n = e * (e + 2)
+    return x * n / (n + 2)
+
+
 def compile_sampler(sample_fn):
     """torch.compile the whole Langevin chain, torch.autograd.grad included, as one graph per batch shape.
 
@@ -320,6 +321,14 @@ def compile_sampler(sample_fn):
     torch._dynamo.config.trace_autograd_ops = True  # trace torch.autograd.grad instead of breaking the graph there
     torch._inductor.config.fallback_random = True  # compiled rand/randn draw what eager draws: same seed, same actions
     return torch.compile(sample_fn, dynamic=False)
+
+
+def compile_critics(*critics: nn.Module) -> None:
+    """torch.compile each critic's forward in place (its backward follows), for the TD step and the target's
+    value of a'; inside the chain the critic is part of compile_sampler's graph. Side by side on the 2-core CPU
+    (Hopper, batch 256, sampler compiled in both): update 8% faster. State-dict keys are unchanged."""
+    for critic in critics:
+        critic.compile(dynamic=False)
 
 
 # EVALUATION
@@ -389,14 +398,18 @@ def train(args: Args) -> dict:
                                 f"{run_name}/eval")
     eval_envs.reset(seed=args.seed + 10_000)
 
-    critic = TwinCritic(obs_dim, act_dim).to(device)
-    critic_target = TwinCritic(obs_dim, act_dim).to(device)
+    activation = mish_one_exp if args.compile else F.mish
+    critic = TwinCritic(obs_dim, act_dim, activation=activation).to(device)
+    critic_target = TwinCritic(obs_dim, act_dim, activation=activation).to(device)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
+    # fused: Adam's whole step as one kernel (0.2 ms instead of 0.65 for the critic's parameters, on CPU)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
     sample_fn = compile_sampler(sample_actions) if args.compile else sample_actions
+    if args.compile:
+        compile_critics(critic, critic_target)
     update_fn = functools.partial(update_critic, sample_fn=sample_fn)
 
     def act_fn(obs):

@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import tyro
 
 
@@ -185,19 +186,6 @@ def sinusoidal_encoding(levels: torch.Tensor, dim: int = 16) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1) / math.sqrt(dim)
 
 
-def mish(x: torch.Tensor) -> torch.Tensor:
-    """mish(x) = x tanh(softplus(x)), written with one sigmoid: with s = sigmoid(x), 1 + e^x = 1 / (1 - s), so
-    tanh(log(1 + e^x)) = ((1 + e^x)^2 - 1) / ((1 + e^x)^2 + 1) = n / (2 - n), n = 1 - (1 - s)^2 = s (2 - s).
-
-    Equal to F.mish within 4e-7 (relative, values and gradients). Why not F.mish: on this CPU ATen's mish
-    (tanh + log1p + exp) costs as much as the 256 x 256 matmul before it, forward and backward; this form made
-    the eager update 1.2x faster (2-core CPU, Hopper, batch 256), and inductor compiles it to a single exp.
-    """
-    s = torch.sigmoid(x)
-    n = s * (2 - s)
-    return x * n / (2 - n)
-
-
 class NoiseConditionedTwinCritic(nn.Module):
     """Q1(s, a, l) and Q2(s, a, l): level l sees Q through Gaussian action noise of width sigma_l.
 
@@ -205,8 +193,10 @@ class NoiseConditionedTwinCritic(nn.Module):
     Level embedding: sinusoid(l, 16) -> Linear(16, 32) -> mish -> Linear(32, 16), one per critic.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, num_levels: int, hidden_dim: int = 256, level_dim: int = 16):
+    def __init__(self, obs_dim: int, act_dim: int, num_levels: int, hidden_dim: int = 256, level_dim: int = 16,
+                 activation=F.mish):
         super().__init__()
+        self.activation = activation
         self.num_levels = num_levels
         self.level_dim = level_dim
         self.level_embed1 = EnsembleLinear(2, level_dim, 2 * level_dim)
@@ -221,11 +211,11 @@ class NoiseConditionedTwinCritic(nn.Module):
         # Embed the L possible levels once per call (L rows), then look each sample's level up.
         all_levels = torch.arange(self.num_levels, device=obs.device)
         table = sinusoidal_encoding(all_levels, self.level_dim).expand(2, -1, -1)
-        table = self.level_embed2(mish(self.level_embed1(table)))  # (2, L, level_dim)
+        table = self.level_embed2(self.activation(self.level_embed1(table)))  # (2, L, level_dim)
         x = torch.cat([obs.expand(2, -1, -1), actions.expand(2, -1, -1), table[:, level]], dim=-1)
-        x = mish(self.fc1(x))
-        x = mish(self.fc2(x))
-        x = mish(self.fc3(x))
+        x = self.activation(self.fc1(x))
+        x = self.activation(self.fc2(x))
+        x = self.activation(self.fc3(x))
         return self.fc_out(x).squeeze(-1)
 
 
@@ -366,6 +356,18 @@ def update_critic(batch, critic, critic_target, optimizer, sigmas: torch.Tensor,
 
 
 # FAST PATH (--compile)
+def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
+    """mish(x) = x tanh(softplus(x)) with a single exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2).
+
+    Equal to F.mish within 4e-7 (relative). Inductor lowers F.mish to exp + log1p + tanh, in the forward and again
+    in the backward; with this form the compiled chain ran 1.7x faster (2-core CPU, Hopper, batch 256). Eager, it
+    is no faster than ATen's fused F.mish and 1.5x slower on 5 states, so the eager path keeps F.mish.
+    """
+    e = torch.exp(x.clamp(max=20.0))  # beyond 20, mish(x) = x in float32
+    n = e * (e + 2)
+    return x * n / (n + 2)
+
+
 def compile_sampler(sample_fn):
     """torch.compile the whole Langevin chain, torch.autograd.grad included, as one graph per batch shape.
 
@@ -376,6 +378,14 @@ def compile_sampler(sample_fn):
     torch._dynamo.config.trace_autograd_ops = True  # trace torch.autograd.grad instead of breaking the graph there
     torch._inductor.config.fallback_random = True  # compiled rand/randn draw what eager draws: same seed, same actions
     return torch.compile(sample_fn, dynamic=False)
+
+
+def compile_critics(*critics: nn.Module) -> None:
+    """torch.compile each critic's forward in place (its backward follows), for the TD and smoothing steps and the target's
+    value of a'; inside the chain the critic is part of compile_sampler's graph. Side by side on the 2-core CPU
+    (Hopper, batch 256, sampler compiled in both): update 8% faster. State-dict keys are unchanged."""
+    for critic in critics:
+        critic.compile(dynamic=False)
 
 
 # EVALUATION
@@ -445,15 +455,19 @@ def train(args: Args) -> dict:
                                 f"{run_name}/eval")
     eval_envs.reset(seed=args.seed + 10_000)
 
-    critic = NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels).to(device)
-    critic_target = NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels).to(device)
+    activation = mish_one_exp if args.compile else F.mish
+    critic = NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels, activation=activation).to(device)
+    critic_target = NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels, activation=activation).to(device)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
+    # fused: Adam's whole step as one kernel (0.2 ms instead of 0.65 for the critic's parameters, on CPU)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
     sigmas = sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels).to(device)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
     sample_fn = compile_sampler(sample_actions) if args.compile else sample_actions
+    if args.compile:
+        compile_critics(critic, critic_target)
     update_fn = functools.partial(update_critic, sample_fn=sample_fn)
 
     def act_fn(obs):

@@ -81,15 +81,18 @@ def update_flops(script, critic, args, batch_size):
 
 def make_parts(script, device, compiled, obs_dim, act_dim):
     args = script.Args(compile=compiled)
+    activation = script.mish_one_exp if compiled else torch.nn.functional.mish
     if script is nclql:
         make = functools.partial(nclql.NoiseConditionedTwinCritic, obs_dim, act_dim, args.num_levels)
         extra = (nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels).to(device),)
     else:
         make, extra = functools.partial(lql.TwinCritic, obs_dim, act_dim), ()
-    critic = make().to(device)
-    critic_target = make().to(device).requires_grad_(False)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
+    critic = make(activation=activation).to(device)
+    critic_target = make(activation=activation).to(device).requires_grad_(False)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)  # as in train()
     sample_fn = script.compile_sampler(script.sample_actions) if compiled else script.sample_actions
+    if compiled:
+        script.compile_critics(critic, critic_target)  # as in train()
     return args, critic, critic_target, optimizer, extra, sample_fn
 
 

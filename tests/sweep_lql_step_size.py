@@ -3,7 +3,7 @@
 Not collected by pytest (a benchmark, not a test). Each run is `lql_continuous_action.py` as a user would
 start it, one torch thread per run so that `--jobs 2` uses both cores of a 2-core machine:
 
-    python tests/sweep_lql_step_size.py                       # Hopper-v4 and HalfCheetah-v4, 1e-4 1e-3 1e-2
+    python tests/sweep_lql_step_size.py --jobs 2              # Hopper-v4, HalfCheetah-v4 x 1e-4 1e-3 1e-2 x seeds 1 2
     python tests/sweep_lql_step_size.py --step-sizes 1e-3 3e-3 --env-ids Walker2d-v4 --seeds 1 2 3 --jobs 2
 
 Score: the mean of the evaluation returns from `--score-from` env steps on (late-budget performance), averaged
@@ -40,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-ids", nargs="+", default=["Hopper-v4", "HalfCheetah-v4"])
     parser.add_argument("--step-sizes", nargs="+", type=float, default=[1e-4, 1e-3, 1e-2])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--total-timesteps", type=int, default=20_000)
     parser.add_argument("--learning-starts", type=int, default=5_000)
     parser.add_argument("--eval-frequency", type=int, default=5_000)

@@ -84,7 +84,7 @@ def ula_moments(step_sizes: list[float]) -> tuple[np.ndarray, np.ndarray]:
 @functools.cache
 def run_lql_quadratic(n):
     torch.manual_seed(0)
-    h, k = 1e-3, 300  # LQL's default step size; 300 steps forget the init to 1.5e-4
+    h, k = 1e-3, 300  # a step large enough to see its bias; 300 steps forget the init to 1.5e-4
     return lql.langevin_sample(lambda obs, a: quadratic_q(a), dummy_obs(n), 2, k, h, W, grad_norm=False), [h] * k
 
 
@@ -129,7 +129,7 @@ def test_unnormalised_chain_samples_exp_wq_up_to_the_exact_step_size_bias(run):
     assert np.abs(z_cov).max() < Z, figure
 
 
-def test_at_lqls_default_step_the_step_size_bias_is_measurable():
+def test_at_step_1e_3_the_step_size_bias_is_measurable():
     """The previous test has the power to see the discretisation bias it corrects for, at h = 1e-3."""
     n = 40_000
     actions, _ = run_lql_quadratic(n)
@@ -151,9 +151,9 @@ def test_at_lqls_default_step_the_step_size_bias_is_measurable():
 #     -(w/2) sign(a - a*), whose stationary law is exp(-w |a - a*|), Laplace with scale 1/w (not exp(w Q)). The
 #     discrete chain's variance exceeds it by about h w^2 / 4 (0.2% at h w^2 = 0.01, measured with 1e5 chains),
 #     below the test's 1% standard error.
-#   * h w^2 >> 1 (LQL's default h = 1e-3, w = 500: h w^2 = 250, c = 0.25 >> sqrt(h) = 0.03): x = a - a* moves
-#     by -c sign(x), which is +c modulo 2c, so x mod 2c performs a rotation plus Gaussian noise and is exactly
-#     uniform; once |x| < 2c, x - c sign(x) lands in [-c, c], so after every step
+#   * h w^2 >> 1 (h = 1e-3, w = 500: h w^2 = 250, c = 0.25 >> sqrt(h) = 0.03; LQL's default 1e-4 gives 25):
+#     x = a - a* moves by -c sign(x), which is +c modulo 2c, so x mod 2c performs a rotation plus Gaussian noise
+#     and is exactly uniform; once |x| < 2c, x - c sign(x) lands in [-c, c], so after every step
 #         a = a* + U(-c, c) + N(0, h)
 #     (exact up to the chance that the noise exceeds c, exp(-c^2 / 2h) = e^-31 here): a flat blur of half-width
 #     h w / 2 around the argmax, sd 0.148, where exp(w Q) has sd 0.045 for Q = -(a - a*)^2 / 2 and 0.006 for 50 Q.
@@ -183,11 +183,11 @@ def laplace_cdf(w):
 
 
 @pytest.mark.parametrize("regime, curvature, seed", [
-    ("default_step_uniform_blur", 1.0, 0), ("default_step_uniform_blur", 50.0, 1), ("small_step_laplace", 1.0, 2)])
+    ("large_step_uniform_blur", 1.0, 0), ("large_step_uniform_blur", 50.0, 1), ("small_step_laplace", 1.0, 2)])
 def test_normalised_chain_samples_a_law_set_by_the_argmax_alone(regime, curvature, seed):
     torch.manual_seed(seed)  # a different seed per case: each is an independent draw from the same law
-    if regime == "default_step_uniform_blur":
-        n, w, h, steps = 40_000, W, 1e-3, 200  # LQL's defaults; arrival takes ~5 steps of c = 0.25
+    if regime == "large_step_uniform_blur":
+        n, w, h, steps = 40_000, W, 1e-3, 200  # arrival takes ~5 steps of c = 0.25
         c = h * w / 2
         law, pred_var, cdf = f"{A_STAR} + U(-{c:g}, {c:g}) + N(0, {h:g})", c**2 / 3 + h, uniform_plus_normal_cdf(c, h)
     else:
