@@ -314,9 +314,9 @@ def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
 def compile_sampler(sample_fn):
     """torch.compile the whole Langevin chain, torch.autograd.grad included, as one graph per batch shape.
 
-    Measured by tests/bench_speed.py on the 2-core CPU (Hopper, batch 256): update 45 ms vs 92 eager, acting on
-    5 states 3.2 ms vs 9.5; actions equal to eager within 3e-6 for the same seed. The TD step stays eager. Each
-    batch shape (update, acting, evaluation) compiles once, ~1 minute on first use.
+    Measured by tests/bench_speed.py on the 2-core CPU (Hopper, batch 256, with compile_critics): update 40-54 ms
+    vs 94-99 eager, acting on 5 states 2.5-3.2 ms vs 9-12; actions equal to eager within 3e-6 for the same seed.
+    Each batch shape (update, acting, evaluation) compiles once, ~1 min on first use.
     """
     torch._dynamo.config.trace_autograd_ops = True  # trace torch.autograd.grad instead of breaking the graph there
     torch._inductor.config.fallback_random = True  # compiled rand/randn draw what eager draws: same seed, same actions

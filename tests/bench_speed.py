@@ -9,13 +9,16 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
 - update ms: one `update_critic` at --batch-size on random Hopper-shaped data (median of --repeats).
 - act ms: `sample_actions` on --num-envs states (what the loop does once per vector step).
 - floor ms: the update's matmul FLOPs (counted from the critic's layer shapes, see `update_flops`) divided by
-  this machine's fp32 matmul rate, measured here on a 2048 x 2048 matmul.
+  this machine's fp32 matmul rate, measured here on a 2048 x 2048 matmul at the start. update / floor: the
+  median over repeats of each update's time against the matmul rate measured just before it (a drifting
+  machine's speed cancels out).
 - env steps/s: the real training loop (`train()`) on --env-id, the authors' protocol (5 envs, one update per
   vector step), read off its progress lines once learning has started (steady state).
-- --cleanrl-sac: runs CleanRL's SAC (one update per env step) in the same invocation, on the same env, and
-  reports its steady-state env steps/s beside ours. CleanRL is not part of this repo: give its script (needs
-  stable-baselines3, and on gymnasium 1.x its `final_observation` key renamed to `final_obs` with SAME_STEP
-  autoreset) and the python that has its requirements.
+- --cleanrl-sac: runs CleanRL's SAC (one update per env step) in the same invocation, on the same env, before
+  and after ours, and reports its steady-state env steps/s (the mean of the two) beside ours. CleanRL is not
+  part of this repo: give its script and the python that has its requirements (stable-baselines3). Its local
+  fixes for gymnasium 1.x: SAME_STEP autoreset with `final_obs` for its `final_observation`, and, outside the
+  cleanrl repo, `cleanrl_utils.buffers.ReplayBuffer` taken from stable_baselines3.common.buffers.
 """
 import argparse
 import contextlib
@@ -54,6 +57,27 @@ def median_ms(fn, device, repeats):
         sync(device)
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
+
+
+def timed_s(fn, device):
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def update_against_matmul(update, device, repeats, flops):
+    """Median update ms, and its median ratio to the FLOP floor with the matmul rate measured right before each
+    update: this machine's speed drifts by up to 30% over minutes, so each update is set against its own moment."""
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    update(), update()
+    times, ratios = [], []
+    for _ in range(repeats):
+        gflops = 2 * 2048**3 / min(timed_s(lambda: a @ b, device) for _ in range(3)) / 1e9
+        times.append(timed_s(update, device))
+        ratios.append(times[-1] / (flops / (gflops * 1e9)))
+    return 1e3 * statistics.median(times), statistics.median(ratios)
 
 
 def matmul_gflops(device):
@@ -110,10 +134,11 @@ def time_update_and_act(script, device, compiled, cli):
     with torch.no_grad():
         sample_fn(critic, states, act_dim, *extra, args)
     first_call_s = time.perf_counter() - start
-    update_ms = median_ms(update, device, cli.repeats)
+    flops = update_flops(script, critic, args, b)
+    update_ms, floor_ratio = update_against_matmul(update, device, cli.repeats, flops)
     with torch.no_grad():
         act_ms = median_ms(lambda: sample_fn(critic, states, act_dim, *extra, args), device, cli.repeats)
-    return update_ms, act_ms, first_call_s, update_flops(script, critic, args, b)
+    return update_ms, act_ms, first_call_s, flops, floor_ratio
 
 
 def training_sps(script, device, compiled, cli):
@@ -171,6 +196,8 @@ def main():
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {cli.batch_size}, "
           f"acting on {cli.num_envs} states, {cli.env_id}")
+    # CleanRL SAC runs before and after ours: this machine's speed drifts over minutes, so both are reported.
+    sac_before = cleanrl_sac_sps(cli) if cli.cleanrl_sac else None
     rows = []
     for device_name in cli.devices:
         device = torch.device(device_name)
@@ -178,11 +205,11 @@ def main():
         print(f"{device_name}: fp32 matmul {gflops:.0f} GFLOP/s (2048 x 2048)", flush=True)
         for name in cli.scripts:
             for path in cli.paths:
-                update_ms, act_ms, first_s, flops = time_update_and_act(SCRIPTS[name], device, path == "compile", cli)
+                update_ms, act_ms, first_s, flops, ratio = time_update_and_act(SCRIPTS[name], device,
+                                                                               path == "compile", cli)
                 sps = training_sps(SCRIPTS[name], device, path == "compile", cli) if cli.sps else float("nan")
-                floor_ms = flops / (gflops * 1e9) * 1e3
-                rows.append((name, path, device_name, update_ms, act_ms, flops / 1e9, floor_ms, update_ms / floor_ms,
-                             first_s, sps))
+                floor_ms = flops / (gflops * 1e9) * 1e3  # at the rate measured at the start, for the table
+                rows.append((name, path, device_name, update_ms, act_ms, flops / 1e9, floor_ms, ratio, first_s, sps))
                 print(f"  {name} {path}: update {update_ms:.1f} ms, act {act_ms:.1f} ms, env steps/s {sps:.1f}",
                       flush=True)
 
@@ -193,8 +220,10 @@ def main():
         print(f"| {name} | {path} | {device_name} | {update_ms:.1f} | {act_ms:.1f} | {gflop:.2f} | {floor_ms:.1f} | "
               f"{ratio:.2f}x | {first_s:.0f} | {sps:.1f} |")
     if cli.cleanrl_sac:
-        sac = cleanrl_sac_sps(cli)
-        print(f"\nCleanRL SAC, {cli.env_id}, one update per env step: {sac:.1f} env steps/s (steady state)")
+        sac_after = cleanrl_sac_sps(cli)
+        sac = (sac_before + sac_after) / 2
+        print(f"\nCleanRL SAC, {cli.env_id}, one update per env step: {sac:.1f} env steps/s (steady state; "
+              f"{sac_before:.1f} before our runs, {sac_after:.1f} after)")
         for name, path, device_name, *_, sps in rows:
             print(f"  {name} {path} {device_name}: {sps:.1f} env steps/s = {sps / sac:.2f}x SAC")
 
