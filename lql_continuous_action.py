@@ -407,8 +407,9 @@ def train(args: Args) -> dict:
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
-    sample_fn = compile_sampler(sample_actions) if args.compile else sample_actions
+    sample_fn = sample_actions
     if args.compile:
+        sample_fn = compile_sampler(sample_actions)
         compile_critics(critic, critic_target)
     update_fn = functools.partial(update_critic, sample_fn=sample_fn)
 

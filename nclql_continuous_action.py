@@ -465,8 +465,9 @@ def train(args: Args) -> dict:
     sigmas = sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels).to(device)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
-    sample_fn = compile_sampler(sample_actions) if args.compile else sample_actions
+    sample_fn = sample_actions
     if args.compile:
+        sample_fn = compile_sampler(sample_actions)
         compile_critics(critic, critic_target)
     update_fn = functools.partial(update_critic, sample_fn=sample_fn)
 

@@ -47,24 +47,17 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def median_ms(fn, device, repeats):
-    fn(), fn()  # warm-up (and, on the fast path, compilation)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def timed_s(fn, device):
     sync(device)
     start = time.perf_counter()
     fn()
     sync(device)
     return time.perf_counter() - start
+
+
+def median_ms(fn, device, repeats):
+    fn(), fn()  # warm-up (and, on the fast path, compilation)
+    return 1e3 * statistics.median(timed_s(fn, device) for _ in range(repeats))
 
 
 def update_against_matmul(update, device, repeats, flops):
@@ -114,9 +107,10 @@ def make_parts(script, device, compiled, obs_dim, act_dim):
     critic = make(activation=activation).to(device)
     critic_target = make(activation=activation).to(device).requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)  # as in train()
-    sample_fn = script.compile_sampler(script.sample_actions) if compiled else script.sample_actions
-    if compiled:
-        script.compile_critics(critic, critic_target)  # as in train()
+    sample_fn = script.sample_actions
+    if compiled:  # as in train()
+        sample_fn = script.compile_sampler(script.sample_actions)
+        script.compile_critics(critic, critic_target)
     return args, critic, critic_target, optimizer, extra, sample_fn
 
 
