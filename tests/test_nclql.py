@@ -39,20 +39,6 @@ def test_sigma_schedule_is_geometric_from_sigma_max_to_sigma_min():
     assert math.isclose(alphas[0].item(), 1.0, rel_tol=1e-4) and math.isclose(alphas[-1].item(), 1e-4, rel_tol=1e-4)
 
 
-def test_fast_path_mish_matches_torch_mish_in_value_and_gradient():
-    # The fast path's one-exp form must be mish wherever float32 pre-activations can land, tails included.
-    x = torch.cat([torch.linspace(-100, 100, 20001), torch.randn(10000) * 3]).double()
-    reference = torch.nn.functional.mish(x.requires_grad_(True))
-    (reference_grad,) = torch.autograd.grad(reference.sum(), x)
-    x32 = x.detach().float().requires_grad_(True)
-    ours = nclql.mish_one_exp(x32)
-    (ours_grad,) = torch.autograd.grad(ours.sum(), x32)
-    scale = reference.detach().abs().clamp(min=1e-30)
-    assert ((ours.double() - reference).abs() / scale).max() < 2e-6, "relative error of mish(x)"
-    # Its autograd loses digits where n / (n + 2) has n ~ e^(2x) huge (7 < x < 20): 5e-6 measured, 1e-5 allowed.
-    assert (ours_grad.double() - reference_grad).abs().max() < 1e-5, "absolute error of mish'(x)"
-
-
 def test_critic_returns_both_qs_and_depends_on_the_level():
     _, critic, *_ = make_parts()
     obs, actions = torch.randn(7, OBS_DIM), torch.rand(7, ACT_DIM)
