@@ -8,8 +8,9 @@ The paper's claim is that annealing over noise-conditioned landscapes (NC-LQL) l
 modes that plain Langevin (LQL) mixes between too slowly. Measured with `python tests/bandit_2d.py --seed S`
 (3000 updates, checkpoints along the way; the figures in README.md), it does not hold on this bandit:
   * LQL covers all four optima from 250 updates on, at every checkpoint of seeds 1-3 (at its previous step
-    size 1e-3: from 500 on, and after 500 updates for seeds 4-6), with shares 0.23-0.26: its chains start uniformly on the box and each climbs the optimum of the
-    basin it starts in, so it needs no mixing between optima;
+    size 1e-3: from 500 on, and after 500 updates for seeds 4-6), with shares 0.23-0.26: its chains start
+    uniformly on the box and each climbs the optimum of the basin it starts in, so it needs no mixing between
+    optima;
   * NC-LQL covers 0, 3, 0, 0, 0, 2 of the four after 500 updates (seeds 1-6), 4/4, 4/4, 3/4 after 3000 with
     shares from 0.04 to 0.41, and at times none (seed 2 after 2000 updates: 99% of its samples on the box
     faces). Part of the early gap is its critic, which fits more slowly (mean(Q1, Q2) at the optima 0.08-0.11
