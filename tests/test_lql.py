@@ -3,6 +3,7 @@
 The chain's law (exp(w Q) for the unnormalised chain) is tested in test_sampler_laws.py.
 """
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -30,7 +31,7 @@ def make_batch(batch_size=64, terminated=0.0):
 
 def concave_q(target):
     """Q(s, a) = -|a - a*|^2: a concave landscape with its maximiser at a*."""
-    return lambda obs, actions: -((actions - target) ** 2).sum(-1)
+    return lambda actions: -((actions - target) ** 2).sum(-1)
 
 
 def test_critic_returns_both_qs():
@@ -40,9 +41,18 @@ def test_critic_returns_both_qs():
     assert not torch.allclose(q[0], q[1]), "Q1 and Q2 must be independently initialised"
 
 
+def test_critic_is_the_mlp_on_the_concatenated_obs_and_action():
+    """forward() sums fc1's two terms (W_s s + b, W_a a); it must equal fc1 on concat(s, a)."""
+    _, critic, *_ = make_parts()
+    obs, actions = torch.randn(7, OBS_DIM), torch.rand(7, ACT_DIM)
+    x = torch.cat([obs, actions], dim=-1).expand(2, -1, -1)
+    for layer in (critic.fc1, critic.fc2, critic.fc3):
+        x = torch.nn.functional.mish(layer(x))
+    assert torch.allclose(critic(obs, actions), critic.fc_out(x).squeeze(-1), atol=1e-6)
+
+
 def test_chain_stays_in_the_box_even_when_the_maximiser_is_outside():
-    actions = lql.langevin_sample(concave_q(torch.tensor([5.0, -5.0, 0.0])), torch.zeros(512, OBS_DIM), ACT_DIM,
-                                  20, 1e-3, 500.0)
+    actions = lql.langevin_sample(concave_q(torch.tensor([5.0, -5.0, 0.0])), 512, ACT_DIM, 20, 1e-3, 500.0)
     assert actions.shape == (512, ACT_DIM) and actions.abs().max().item() <= 1.0
     assert (actions[:, 0] > 0.99).float().mean() > 0.9 and (actions[:, 1] < -0.99).float().mean() > 0.9
 
@@ -52,7 +62,7 @@ def test_chain_is_reproducible_under_a_seed():
     draws = []
     for seed in (123, 123, 124):
         torch.manual_seed(seed)
-        draws.append(lql.langevin_sample(q_fn, torch.zeros(64, OBS_DIM), ACT_DIM, 20, 1e-3, 500.0))
+        draws.append(lql.langevin_sample(q_fn, 64, ACT_DIM, 20, 1e-3, 500.0))
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
 
 
@@ -62,8 +72,8 @@ def test_chain_climbs_to_the_maximiser_of_a_concave_q(grad_norm):
     torch.manual_seed(0)
     args, step_size = lql.Args(), 1e-3
     target = torch.tensor([0.3, -0.5, 0.1])
-    actions = lql.langevin_sample(concave_q(target), torch.zeros(2048, OBS_DIM), ACT_DIM, args.langevin_steps,
-                                  step_size, args.w, grad_norm=grad_norm)
+    actions = lql.langevin_sample(concave_q(target), 2048, ACT_DIM, args.langevin_steps, step_size, args.w,
+                                  grad_norm=grad_norm)
     bias = (actions.mean(0) - target).abs().max().item()
     distance = (actions - target).norm(dim=-1).median().item()
     # A normalised step moves 0.5 * alpha * w along the unit gradient, so the chain rattles around a* at about
@@ -81,8 +91,7 @@ def test_at_the_default_step_the_chain_refines_locally():
     target = torch.tensor([0.3, -0.5, 0.1])
     travel = args.langevin_steps * 0.5 * args.langevin_step_size * args.w
     assert travel == pytest.approx(0.5)
-    actions = lql.langevin_sample(concave_q(target), torch.zeros(n, OBS_DIM), ACT_DIM, args.langevin_steps,
-                                  args.langevin_step_size, args.w)
+    actions = lql.langevin_sample(concave_q(target), n, ACT_DIM, args.langevin_steps, args.langevin_step_size, args.w)
     final = (actions - target).norm(dim=-1)
     start = (torch.rand(n, ACT_DIM) * 2 - 1 - target).norm(dim=-1)  # an independent draw of the uniform start
     predicted = (start - travel).clamp(min=0)  # noise (sd 0.01 per step) and the rattle add about 0.02
@@ -91,15 +100,27 @@ def test_at_the_default_step_the_chain_refines_locally():
         f"(uniform start {start.mean():.3f}, travel {travel})")
 
 
+def test_sample_actions_runs_the_chain_on_the_critics_forward():
+    """sample_actions computes fc1's state term once per call; its chain must be the one on forward()."""
+    args, critic, *_ = make_parts()
+    obs = torch.randn(64, OBS_DIM)
+    torch.manual_seed(7)
+    actions = lql.sample_actions(critic, obs, ACT_DIM, args)
+    torch.manual_seed(7)
+    expected = lql.langevin_sample(lambda a: critic(obs, a).sum(0), 64, ACT_DIM, args.langevin_steps,
+                                   args.langevin_step_size, args.w)
+    # Summing fc1's terms in another order changes the last float bits, which 20 steps carry to ~1e-6.
+    assert (actions - expected).abs().max().item() < 1e-4
+
+
 def test_best_of_n_particles_keeps_the_highest_min_q():
     args, critic, *_ = make_parts(num_particles=8)
     obs = torch.randn(16, OBS_DIM)
     torch.manual_seed(5)
     chosen = lql.sample_actions(critic, obs, ACT_DIM, args)
-    torch.manual_seed(5)  # the same draws, all 8 particles kept
+    torch.manual_seed(5)  # the same draws: one particle for each of the 8 copies of the 16 states
     obs_n = obs.repeat(8, 1)
-    candidates = lql.langevin_sample(lambda o, a: critic(o, a).sum(0), obs_n, ACT_DIM, args.langevin_steps,
-                                     args.langevin_step_size, args.w)
+    candidates = lql.sample_actions(critic, obs_n, ACT_DIM, dataclasses.replace(args, num_particles=1))
     with torch.no_grad():
         q_min = critic(obs_n, candidates).min(0).values.view(8, 16)
         q_chosen = critic(obs, chosen).min(0).values

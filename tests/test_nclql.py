@@ -1,5 +1,6 @@
 """Claims about NC-LQL's pieces: the noise schedule, the noise-conditioned critic, the annealed chain, the update."""
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -55,15 +56,27 @@ def test_critic_returns_both_qs_and_depends_on_the_level():
     assert torch.allclose(q_mixed[:, mixed == LEVELS - 1], q_clean[:, mixed == LEVELS - 1], atol=1e-6)
 
 
+def test_critic_is_the_mlp_on_the_concatenated_obs_action_and_level_embedding():
+    """forward() sums fc1's three terms (W_s s + b, W_e e_l, W_a a); it must equal fc1 on concat(s, a, e_l)."""
+    _, critic, *_ = make_parts()
+    obs, actions, level = torch.randn(7, OBS_DIM), torch.rand(7, ACT_DIM), torch.tensor([0, 3, 9, 9, 1, 5, 0])
+    embeddings = nclql.sinusoidal_encoding(torch.arange(LEVELS)).expand(2, -1, -1)
+    embeddings = critic.level_embed2(torch.nn.functional.mish(critic.level_embed1(embeddings)))
+    x = torch.cat([obs.expand(2, -1, -1), actions.expand(2, -1, -1), embeddings[:, level]], dim=-1)
+    for layer in (critic.fc1, critic.fc2, critic.fc3):
+        x = torch.nn.functional.mish(layer(x))
+    assert torch.allclose(critic(obs, actions, level), critic.fc_out(x).squeeze(-1), atol=1e-6)
+
+
 def concave_q(target):
     """Q(s, a, l) = -|a - a*|^2 at every level: a concave landscape with its maximiser at a*."""
-    return lambda obs, actions, level: -((actions - target) ** 2).sum(-1)
+    return lambda actions, level: -((actions - target) ** 2).sum(-1)
 
 
 def test_chain_stays_in_the_box_even_when_the_maximiser_is_outside():
     sigmas = nclql.sigma_schedule(0.1, 0.001, LEVELS)
-    actions = nclql.annealed_langevin_sample(concave_q(torch.tensor([5.0, -5.0, 0.0])), torch.zeros(512, OBS_DIM),
-                                             ACT_DIM, sigmas, 2, 1e-4, 500.0)
+    actions = nclql.annealed_langevin_sample(concave_q(torch.tensor([5.0, -5.0, 0.0])), 512, ACT_DIM, sigmas, 2, 1e-4,
+                                             500.0)
     assert actions.shape == (512, ACT_DIM)
     assert actions.abs().max().item() <= 1.0
     # The maximiser over the box is its corner (1, -1, 0): the chain should sit on the faces.
@@ -76,10 +89,10 @@ def test_chain_is_reproducible_under_a_seed():
     draws = []
     for _ in range(2):
         torch.manual_seed(123)
-        draws.append(nclql.annealed_langevin_sample(q_fn, torch.zeros(64, OBS_DIM), ACT_DIM, sigmas, 2, 1e-4, 500.0))
+        draws.append(nclql.annealed_langevin_sample(q_fn, 64, ACT_DIM, sigmas, 2, 1e-4, 500.0))
     assert torch.equal(draws[0], draws[1])
     torch.manual_seed(124)
-    other = nclql.annealed_langevin_sample(q_fn, torch.zeros(64, OBS_DIM), ACT_DIM, sigmas, 2, 1e-4, 500.0)
+    other = nclql.annealed_langevin_sample(q_fn, 64, ACT_DIM, sigmas, 2, 1e-4, 500.0)
     assert not torch.equal(draws[0], other)
 
 
@@ -89,8 +102,8 @@ def test_chain_climbs_to_the_maximiser_of_a_concave_q(grad_norm):
     torch.manual_seed(0)
     target = torch.tensor([0.3, -0.5, 0.1])
     sigmas = nclql.sigma_schedule(0.1, 0.001, LEVELS)
-    actions = nclql.annealed_langevin_sample(concave_q(target), torch.zeros(2048, OBS_DIM), ACT_DIM, sigmas, 2, 1e-4,
-                                             500.0, grad_norm=grad_norm)
+    actions = nclql.annealed_langevin_sample(concave_q(target), 2048, ACT_DIM, sigmas, 2, 1e-4, 500.0,
+                                             grad_norm=grad_norm)
     bias = (actions.mean(0) - target).abs().max().item()
     distance = (actions - target).norm(dim=-1).median().item()
     # exp(w Q) = exp(-500 |a - a*|^2) has std 1/sqrt(1000) = 0.032 per coordinate, so its median distance to a*
@@ -100,15 +113,30 @@ def test_chain_climbs_to_the_maximiser_of_a_concave_q(grad_norm):
     assert distance < 0.07, f"median distance to a* {distance:.3f}; the Boltzmann law's is 0.049"
 
 
+def test_sample_actions_runs_the_chain_on_the_critics_forward():
+    """sample_actions computes fc1's state and level terms once per call; its chain must be the one on forward()."""
+    args, critic, *_, sigmas = make_parts()
+    obs = torch.randn(64, OBS_DIM)
+    torch.manual_seed(7)
+    actions = nclql.sample_actions(critic, obs, ACT_DIM, sigmas, args)
+
+    def q_fn(a, level):
+        return critic(obs, a, torch.full((len(a),), level)).sum(0)
+
+    torch.manual_seed(7)
+    expected = nclql.annealed_langevin_sample(q_fn, 64, ACT_DIM, sigmas, args.steps_per_level, args.step_lr, args.w)
+    # Summing fc1's terms in another order changes the last float bits, which 20 steps carry to ~1e-6.
+    assert (actions - expected).abs().max().item() < 1e-4
+
+
 def test_best_of_n_particles_keeps_the_highest_min_q():
     args, critic, *_ , sigmas = make_parts(num_particles=8)
     obs = torch.randn(16, OBS_DIM)
     torch.manual_seed(5)
     chosen = nclql.sample_actions(critic, obs, ACT_DIM, sigmas, args)
-    torch.manual_seed(5)  # the same draws, all 8 particles kept
+    torch.manual_seed(5)  # the same draws: one particle for each of the 8 copies of the 16 states
     obs_n = obs.repeat(8, 1)
-    candidates = nclql.annealed_langevin_sample(lambda o, a, l: critic(o, a, l).sum(0), obs_n, ACT_DIM, sigmas,
-                                                args.steps_per_level, args.step_lr, args.w)
+    candidates = nclql.sample_actions(critic, obs_n, ACT_DIM, sigmas, dataclasses.replace(args, num_particles=1))
     clean = torch.full((8 * 16,), LEVELS - 1)
     with torch.no_grad():
         q_min = critic(obs_n, candidates, clean).min(0).values.view(8, 16)

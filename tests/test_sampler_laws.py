@@ -48,10 +48,6 @@ def normal_cdf(x):
     return 0.5 * (1 + torch.special.erf(torch.as_tensor(x, dtype=torch.float64) / math.sqrt(2))).numpy()
 
 
-def dummy_obs(n: int) -> torch.Tensor:
-    return torch.zeros(n, 1)
-
-
 # UNNORMALISED CHAIN ON A QUADRATIC Q
 # Q(a) = -1/2 (a - m)^T P (a - m), so exp(w Q) = N(m, S) with S = (w P)^-1. One step of the chain,
 #     a <- a + (h/2) w grad Q(a) + sqrt(h) z = m + (I - (h/2) S^-1)(a - m) + sqrt(h) z,
@@ -85,7 +81,7 @@ def ula_moments(step_sizes: list[float]) -> tuple[np.ndarray, np.ndarray]:
 def run_lql_quadratic(n):
     torch.manual_seed(0)
     h, k = 1e-3, 300  # a step large enough to see its bias; 300 steps forget the init to 1.5e-4
-    return lql.langevin_sample(lambda obs, a: quadratic_q(a), dummy_obs(n), 2, k, h, W, grad_norm=False), [h] * k
+    return lql.langevin_sample(quadratic_q, n, 2, k, h, W, grad_norm=False), [h] * k
 
 
 @functools.cache
@@ -97,10 +93,10 @@ def run_nclql_quadratic(n):
     sigmas, step_lr, per_level = nclql.sigma_schedule(0.03, 0.01, 5), 5e-4, 60
     trace_p = float(QUAD_P.trace())
 
-    def q_fn(obs, a, level):
+    def q_fn(a, level):
         return quadratic_q(a) - 0.5 * sigmas[level].to(a.dtype) ** 2 * trace_p
 
-    actions = nclql.annealed_langevin_sample(q_fn, dummy_obs(n), 2, sigmas, per_level, step_lr, W, grad_norm=False)
+    actions = nclql.annealed_langevin_sample(q_fn, n, 2, sigmas, per_level, step_lr, W, grad_norm=False)
     steps = [step_lr * (s / sigmas[-1].item()) ** 2 for s in sigmas.tolist() for _ in range(per_level)]
     return actions, steps
 
@@ -195,10 +191,10 @@ def test_normalised_chain_samples_a_law_set_by_the_argmax_alone(regime, curvatur
         steps = 6000
         law, pred_var, cdf = f"Laplace({A_STAR}, 1/{w:g})", 2 / w**2, laplace_cdf(w)
 
-    def q_fn(obs, a):
+    def q_fn(a):
         return -0.5 * curvature * ((a - A_STAR) ** 2).sum(-1)
 
-    actions = lql.langevin_sample(q_fn, dummy_obs(n), 1, steps, h, w, grad_norm=True)
+    actions = lql.langevin_sample(q_fn, n, 1, steps, h, w, grad_norm=True)
     assert (actions.abs() < 1).all(), "a chain touched the box: the unclipped law does not apply"
     a = actions[:, 0].double().numpy()
     x = a - a.mean()
@@ -247,13 +243,13 @@ def test_annealing_over_smoothed_landscapes_recovers_mode_weights_that_plain_lan
     level_var = MIX_SD**2 + sigmas**2
 
     torch.manual_seed(0)
-    annealed = nclql.annealed_langevin_sample(lambda obs, a, level: mixture_log_density(a, level_var[level]) / W,
-                                              dummy_obs(n), 1, sigmas, per_level, step_lr, W, grad_norm=False)
+    annealed = nclql.annealed_langevin_sample(lambda a, level: mixture_log_density(a, level_var[level]) / W,
+                                              n, 1, sigmas, per_level, step_lr, W, grad_norm=False)
     # The plain chain on the sharpest landscape, same number of gradient steps, at the step the annealed chain
     # uses at its top level relative to the landscape's width (alpha / variance = 0.1).
     clean_var = float(level_var[-1])
     torch.manual_seed(0)
-    plain = lql.langevin_sample(lambda obs, a: mixture_log_density(a, clean_var) / W, dummy_obs(n), 1,
+    plain = lql.langevin_sample(lambda a: mixture_log_density(a, clean_var) / W, n, 1,
                                 len(sigmas) * per_level, 0.1 * clean_var, W, grad_norm=False)
     assert (annealed.abs() < 1).all() and (plain.abs() < 1).all(), "a chain touched the box"
     # For the record, NC-LQL's default schedule (sigma 0.1 -> 0.001, 2 steps per level, steps 1.0 -> 1e-4) on the
@@ -262,7 +258,7 @@ def test_annealing_over_smoothed_landscapes_recovers_mode_weights_that_plain_lan
     default_sigmas = nclql.sigma_schedule(default.sigma_max, default.sigma_min, default.num_levels)
     torch.manual_seed(0)
     at_defaults = nclql.annealed_langevin_sample(
-        lambda obs, a, level: mixture_log_density(a, MIX_SD**2 + default_sigmas[level] ** 2) / W, dummy_obs(n), 1,
+        lambda a, level: mixture_log_density(a, MIX_SD**2 + default_sigmas[level] ** 2) / W, n, 1,
         default_sigmas, default.steps_per_level, default.step_lr, W, grad_norm=False)
 
     sd = math.sqrt(clean_var)
