@@ -198,7 +198,7 @@ class TwinCritic(nn.Module):
         return torch.baddbmm(self.fc1.bias, obs.expand(2, -1, -1), w_obs)
 
     def q_from_context(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Q1 and Q2 (2, batch) from the actions and fc1's other term, context = W_s s + b (2, batch, hidden)."""
+        """Q1 and Q2 (2, batch) given fc1's action-free term, context = W_s s + b (2, batch, hidden)."""
         w_act = self.fc1.weight[:, self.obs_dim :]
         x = self.activation(torch.baddbmm(context, actions.expand(2, -1, -1), w_act))  # fc1 = context + W_a a
         x = self.activation(self.fc2(x))

@@ -107,7 +107,8 @@ def validate_args(args: Args) -> None:
     if args.learning_starts < 0:
         raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
     if args.num_levels < 2:
-        raise UsageError(f"--num-levels must be >= 2 (one clean level and at least one smoothed), got {args.num_levels}")
+        raise UsageError(f"--num-levels must be >= 2 (one clean level and at least one smoothed), "
+                         f"got {args.num_levels}")
     if not args.sigma_min < args.sigma_max:
         raise UsageError(f"--sigma-min ({args.sigma_min}) must be smaller than --sigma-max ({args.sigma_max})")
     if args.batch_size > args.buffer_size:
@@ -233,8 +234,7 @@ class NoiseConditionedTwinCritic(nn.Module):
         return torch.bmm(embeddings, w_level)
 
     def q_from_context(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Q1 and Q2 (2, batch) from the actions and fc1's other terms, context = W_s s + b + W_e e_l (2, batch or 1,
-        hidden)."""
+        """Q1 and Q2 (2, batch) given fc1's action-free terms, context = W_s s + b + W_e e_l (2, batch, hidden)."""
         w_act = self.fc1.weight[:, self.obs_dim : self.obs_dim + self.act_dim]
         x = self.activation(torch.baddbmm(context, actions.expand(2, -1, -1), w_act))  # fc1 = context + W_a a
         x = self.activation(self.fc2(x))
@@ -287,7 +287,7 @@ def sample_actions(critic: NoiseConditionedTwinCritic, obs: torch.Tensor, act_di
     # eager, 3% with --compile.
     obs_term, level_terms = critic.obs_term(obs_n), critic.level_terms()
 
-    def q_fn(a, level):
+    def q_fn(a, level):  # the whole batch is at one level: its term (2, 1, hidden) broadcasts over the batch
         return critic.q_from_context(obs_term + level_terms[:, level, None], a).sum(0)
 
     actions = annealed_langevin_sample(q_fn, n * batch_size, act_dim, sigmas, args.steps_per_level, args.step_lr,

@@ -140,7 +140,8 @@ def test_td_target_bootstraps_unless_terminated():
         torch.manual_seed(7)
         next_actions = lql.sample_actions(critic, next_obs, ACT_DIM, args)
         with torch.no_grad():
-            expected_target = 0.2 * rewards + 0.99 * (1 - terminated) * critic_target(next_obs, next_actions).min(0).values
+            next_q = critic_target(next_obs, next_actions).min(0).values
+            expected_target = 0.2 * rewards + 0.99 * (1 - terminated) * next_q
         torch.manual_seed(7)
         metrics = lql.update_critic((obs, actions, rewards, next_obs, done), critic, critic_target, optimizer, args)
         expected_loss = ((q - expected_target) ** 2).mean().item()
