@@ -15,8 +15,9 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
 - env steps/s: the real training loop (`train()`) on --env-id, the authors' protocol (5 envs, one update per
   vector step), read off its progress lines once learning has started (steady state).
 - --cleanrl-sac: runs CleanRL's SAC (one update per env step) in the same invocation, on the same env, before
-  and after ours, and reports its steady-state env steps/s (the mean of the two) beside ours. CleanRL is not
-  part of this repo: give its script and the python that has its requirements (stable-baselines3). Its local
+  each round of our env steps/s runs (--sps-rounds) and once at the end. Each of our figures is divided by the
+  mean of the SAC runs just before and just after its round; the table shows the median over rounds. CleanRL is
+  not part of this repo: give its script and the python that has its requirements (stable-baselines3). Its local
   fixes for gymnasium 1.x: SAME_STEP autoreset with `final_obs` for its `final_observation`, and, outside the
   cleanrl repo, `cleanrl_utils.buffers.ReplayBuffer` taken from stable_baselines3.common.buffers.
 """
@@ -184,14 +185,14 @@ def main():
     parser.add_argument("--sps-learning-starts", type=int, default=1000)
     parser.add_argument("--sps-updates", type=int, default=400)
     parser.add_argument("--sps-interval-s", type=float, default=5.0)
+    parser.add_argument("--sps-rounds", type=int, default=1,
+                        help="rounds of env steps/s runs; with --cleanrl-sac, SAC runs before each round and at the end")
     parser.add_argument("--cleanrl-sac", help="path to CleanRL's sac_continuous_action.py, to run beside ours")
     parser.add_argument("--cleanrl-python", default=sys.executable)
     cli = parser.parse_args()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {cli.batch_size}, "
           f"acting on {cli.num_envs} states, {cli.env_id}")
-    # CleanRL SAC runs before and after ours: this machine's speed drifts over minutes, so both are reported.
-    sac_before = cleanrl_sac_sps(cli) if cli.cleanrl_sac else None
     rows = []
     for device_name in cli.devices:
         device = torch.device(device_name)
@@ -201,25 +202,48 @@ def main():
             for path in cli.paths:
                 update_ms, act_ms, first_s, flops, ratio = time_update_and_act(SCRIPTS[name], device,
                                                                                path == "compile", cli)
-                sps = training_sps(SCRIPTS[name], device, path == "compile", cli) if cli.sps else float("nan")
                 floor_ms = flops / (gflops * 1e9) * 1e3  # at the rate measured at the start, for the table
-                rows.append((name, path, device_name, update_ms, act_ms, flops / 1e9, floor_ms, ratio, first_s, sps))
-                print(f"  {name} {path}: update {update_ms:.1f} ms, act {act_ms:.1f} ms, env steps/s {sps:.1f}",
-                      flush=True)
+                rows.append({"name": name, "path": path, "device": device, "update_ms": update_ms, "act_ms": act_ms,
+                             "gflop": flops / 1e9, "floor_ms": floor_ms, "ratio": ratio, "first_s": first_s,
+                             "sps": [], "vs_sac": []})
+                print(f"  {name} {path} {device_name}: update {update_ms:.1f} ms, act {act_ms:.1f} ms", flush=True)
+
+    # env steps/s, in rounds: CleanRL SAC, then each of ours, ..., then SAC once more. This machine's speed drifts over
+    # minutes, so each of our figures is set against the mean of the two SAC runs just before and just after it.
+    sac = []
+    if cli.sps:
+        for round_index in range(cli.sps_rounds):
+            if cli.cleanrl_sac:
+                sac.append(cleanrl_sac_sps(cli))
+                print(f"round {round_index + 1}: CleanRL SAC {sac[-1]:.1f} env steps/s", flush=True)
+            for row in rows:
+                row["sps"].append(training_sps(SCRIPTS[row["name"]], row["device"], row["path"] == "compile", cli))
+                print(f"round {round_index + 1}: {row['name']} {row['path']} {row['device'].type} "
+                      f"{row['sps'][-1]:.1f} env steps/s", flush=True)
+        if cli.cleanrl_sac:
+            sac.append(cleanrl_sac_sps(cli))
+            print(f"CleanRL SAC {sac[-1]:.1f} env steps/s", flush=True)
+            for row in rows:
+                row["vs_sac"] = [sps / ((before + after) / 2) for sps, before, after in zip(row["sps"], sac, sac[1:])]
+
+    def median(values):
+        return statistics.median(values) if values else float("nan")
 
     print("\n| script | path | device | update ms | act ms | update GFLOP | floor ms | update / floor | "
-          "first call s | env steps/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, path, device_name, update_ms, act_ms, gflop, floor_ms, ratio, first_s, sps in rows:
-        print(f"| {name} | {path} | {device_name} | {update_ms:.1f} | {act_ms:.1f} | {gflop:.2f} | {floor_ms:.1f} | "
-              f"{ratio:.2f}x | {first_s:.0f} | {sps:.1f} |")
-    if cli.cleanrl_sac:
-        sac_after = cleanrl_sac_sps(cli)
-        sac = (sac_before + sac_after) / 2
-        print(f"\nCleanRL SAC, {cli.env_id}, one update per env step: {sac:.1f} env steps/s (steady state; "
-              f"{sac_before:.1f} before our runs, {sac_after:.1f} after)")
-        for name, path, device_name, *_, sps in rows:
-            print(f"  {name} {path} {device_name}: {sps:.1f} env steps/s = {sps / sac:.2f}x SAC")
+          "first call s | env steps/s | vs CleanRL SAC |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['name']} | {row['path']} | {row['device'].type} | {row['update_ms']:.1f} | {row['act_ms']:.1f} | "
+              f"{row['gflop']:.2f} | {row['floor_ms']:.1f} | {row['ratio']:.2f}x | {row['first_s']:.0f} | "
+              f"{median(row['sps']):.1f} | {median(row['vs_sac']):.2f}x |")
+    if sac:
+        print(f"\nCleanRL SAC, {cli.env_id}, one update per env step, steady state: "
+              f"{', '.join(f'{x:.1f}' for x in sac)} env steps/s, in the order run")
+        print(f"env steps/s and vs SAC are medians over {cli.sps_rounds} round(s); per round:")
+        for row in rows:
+            print(f"  {row['name']} {row['path']} {row['device'].type}: "
+                  f"{', '.join(f'{x:.1f}' for x in row['sps'])} env steps/s = "
+                  f"{', '.join(f'{x:.2f}x' for x in row['vs_sac'])} SAC")
 
 
 if __name__ == "__main__":
