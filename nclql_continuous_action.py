@@ -195,8 +195,8 @@ class NoiseConditionedTwinCritic(nn.Module):
 
     fc1 is linear, so on the concatenated input it is a sum of three terms, one per part:
         fc1([s, a, e_l]) = (W_s s + b) + W_e e_l + W_a a
-    The Langevin chain moves only a: it computes the first two terms (the "context") once per call and each step
-    adds W_a a (see sample_actions). forward() computes the same sum in one go.
+    The Langevin chain moves only a: it computes W_s s + b and every level's W_e e_l once per call (their sum is a
+    step's "context") and each step adds W_a a (see sample_actions). forward() computes the same sum in one go.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, num_levels: int, hidden_dim: int = 256, level_dim: int = 16,
