@@ -9,6 +9,7 @@ import importlib.util
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -109,6 +110,12 @@ def validate_args(args: Args) -> None:
         raise UsageError("--track needs Weights & Biases: `pip install wandb`, or drop --track")
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         raise UsageError("--capture-video needs moviepy: `pip install moviepy`, or drop --capture-video")
+    # On CPU, inductor builds --compile's kernels with g++; without it the run would fail at its first update, after
+    # the whole warm-up.
+    on_cpu = not (args.cuda and torch.cuda.is_available())
+    if args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None:
+        raise UsageError("--compile on CPU needs a C++ compiler and g++ is not on PATH: install it (e.g. `apt install "
+                         "g++`), or drop --compile")
 
 
 # ENVIRONMENT

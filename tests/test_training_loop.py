@@ -47,6 +47,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(script, argv, expected,
     assert not os.path.exists(tmp_path / "runs"), "bad input must not create runs/"
 
 
+def test_compile_without_a_cpp_compiler_stops_before_anything_starts(script, tmp_path, monkeypatch, capsys):
+    """On CPU, --compile's kernels are built by g++: without one the run must stop at once, not after the warm-up."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(script.shutil, "which", lambda name: None)
+    code = script.main(TINY + ["--compile", "--no-cuda"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "needs a C++ compiler" in err, (code, err)
+    assert not os.path.exists(tmp_path / "runs")
+
+
 def test_bad_input_through_a_real_command_line(script, tmp_path):
     """The same contract for a user at a shell: one line on stderr, exit code 2, no traceback, no runs/."""
     result = subprocess.run([sys.executable, script_path(script), "--env-id", "Pendulum-v99"], cwd=tmp_path,
