@@ -93,6 +93,10 @@ class UsageError(ValueError):
     """Bad input from the user: reported as one line on stderr, exit code 2, nothing written."""
 
 
+def training_device(args: Args) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+
 def validate_args(args: Args) -> None:
     """Reject impossible hyperparameters before anything is created."""
     positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
@@ -112,7 +116,7 @@ def validate_args(args: Args) -> None:
         raise UsageError("--capture-video needs moviepy: `pip install moviepy`, or drop --capture-video")
     # On CPU, inductor builds --compile's kernels with g++; without it the run would fail at its first update, after
     # the whole warm-up.
-    on_cpu = not (args.cuda and torch.cuda.is_available())
+    on_cpu = training_device(args).type == "cpu"
     if args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None:
         raise UsageError("--compile on CPU needs a C++ compiler and g++ is not on PATH: install it (e.g. `apt install "
                          "g++`), or drop --compile")
@@ -417,7 +421,7 @@ def train(args: Args) -> dict:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = training_device(args)
 
     envs = make_vector_env(args.env_id, args.num_envs, args.seed, False, run_name)
     eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.seed + 10_000, args.capture_video,
