@@ -8,7 +8,7 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
 
 - update ms: one `update_critic` at --batch-size on random Hopper-shaped data (median of --repeats).
 - act ms: `sample_actions` on --num-envs states (what the loop does once per vector step).
-- floor ms: the update's matmul FLOPs (counted from the critic's layer shapes, see `update_flops`) divided by
+- floor ms: the update's matmul FLOPs (as torch's flop counter counts them, see `update_flops`) divided by
   this machine's fp32 matmul rate, measured here on a 2048 x 2048 matmul at the start. update / floor: the
   median over repeats of each update's time against the matmul rate measured just before it (a drifting
   machine's speed cancels out).
@@ -34,6 +34,7 @@ import tempfile
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lql_continuous_action as lql  # noqa: E402
@@ -80,32 +81,17 @@ def matmul_gflops(device):
     return 2 * 2048**3 / (ms * 1e-3) / 1e9
 
 
-def critic_forward_flops(critic):
-    """Matmul FLOPs of one forward pass of ONE critic on ONE sample (the level-embedding MLP runs on L rows per
-    call, not per sample, and is left out)."""
-    return sum(2 * layer.weight.shape[1] * layer.weight.shape[2]
-               for name, layer in critic.named_children() if name.startswith("fc"))
-
-
-def update_flops(script, critic, args, batch_size, act_dim):
-    """Matmul FLOPs of one update, as the code computes them. Per sample, F = one critic's forward.
-
-    A chain step moves only the actions: fc1's state (and level) terms are computed once per call, so a step's
-    forward is F_chain, F with fc1's action rows only, and its backward to the actions costs as much again (2
-    F_chain). The target is a forward (F); a TD or smoothing step is a forward and a backward to inputs and weights
-    (3F). All of it for both critics. NC-LQL: 20 chain steps, target, TD, smoothing; LQL: no smoothing.
-    At batch 256 this gives NC-LQL 6.41 GFLOP on Hopper-v4 and 7.35 on Humanoid-v4 (the issue says about 6.4 and
-    7.2; Humanoid's difference is mostly its 376-wide state term, computed once per chain call).
+def update_flops(script, device, batch):
+    """Matmul FLOPs of one update as torch counts them (`torch.utils.flop_counter`): every matmul an eager update
+    runs, backward passes included, at the shapes it runs them. The chain multiplies only fc1's action rows at each
+    step and its state term once per call; the level embedding runs on L rows per call, not per sample. At batch
+    256: NC-LQL 6.37 GFLOP on Hopper-v4, 7.11 on Humanoid-v4 (the issue says about 6.4 and 7.2); LQL 5.96, 6.50.
     """
-    steps = args.num_levels * args.steps_per_level if script is nclql else args.langevin_steps
-    losses = 2 if script is nclql else 1
-    full = critic_forward_flops(critic)
-    fc1_in, hidden = critic.fc1.weight.shape[1:]
-    context_rows = fc1_in - act_dim  # state (and level-embedding) rows of fc1, used once per chain call
-    chain_step = 2 * (full - 2 * context_rows * hidden)
-    obs_term = 2 * critic.obs_dim * hidden  # W_s s + b, once per chain call
-    per_sample = 2 * (steps * chain_step + obs_term + (1 + losses * 3) * full)
-    return per_sample * batch_size
+    obs_dim, act_dim = batch[0].shape[1], batch[1].shape[1]
+    args, critic, critic_target, optimizer, extra, _ = make_parts(script, device, False, obs_dim, act_dim)
+    with FlopCounterMode(display=False) as counter:
+        script.update_critic(batch, critic, critic_target, optimizer, *extra, args)
+    return counter.get_total_flops()
 
 
 def make_parts(script, device, compiled, obs_dim, act_dim):
@@ -140,7 +126,7 @@ def time_update_and_act(script, device, compiled, cli):
     with torch.no_grad():
         sample_fn(critic, states, act_dim, *extra, args)
     first_call_s = time.perf_counter() - start
-    flops = update_flops(script, critic, args, b, act_dim)
+    flops = update_flops(script, device, batch)
     update_ms, floor_ratio = update_against_matmul(update, device, cli.repeats, flops)
     with torch.no_grad():
         act_ms = median_ms(lambda: sample_fn(critic, states, act_dim, *extra, args), device, cli.repeats)
