@@ -14,9 +14,9 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
   machine's speed cancels out).
 - env steps/s: the real training loop (`train()`) on --env-id, the authors' protocol (5 envs, one update per
   vector step), read off its progress lines once learning has started (steady state).
-- --cleanrl-sac: runs CleanRL's SAC (one update per env step) in the same invocation, on the same env, before
-  each round of our env steps/s runs (--sps-rounds) and once at the end. Each of our figures is divided by the
-  mean of the SAC runs just before and just after its round; the table shows the median over rounds. CleanRL is
+- --cleanrl-sac: runs CleanRL's SAC (one update per env step) in the same invocation, on the same env, between
+  every two of our env steps/s runs: SAC, ours, SAC, ours, ..., SAC, for --sps-rounds rounds. Each of our figures
+  is divided by the mean of the two SAC runs directly beside it; the table shows the median over rounds. CleanRL is
   not part of this repo: give its script and the python that has its requirements (stable-baselines3). Its local
   fixes for gymnasium 1.x: SAME_STEP autoreset with `final_obs` for its `final_observation`, and, outside the
   cleanrl repo, `cleanrl_utils.buffers.ReplayBuffer` taken from stable_baselines3.common.buffers.
@@ -183,7 +183,7 @@ def main():
     parser.add_argument("--sps-updates", type=int, default=400)
     parser.add_argument("--sps-interval-s", type=float, default=5.0)
     parser.add_argument("--sps-rounds", type=int, default=1,
-                        help="rounds of env steps/s runs; with --cleanrl-sac, SAC runs before each round and at the end")
+                        help="rounds of env steps/s runs; with --cleanrl-sac, a SAC run sits between every two of ours")
     parser.add_argument("--cleanrl-sac", help="path to CleanRL's sac_continuous_action.py, to run beside ours")
     parser.add_argument("--cleanrl-python", default=sys.executable)
     cli = parser.parse_args()
@@ -205,23 +205,23 @@ def main():
                              "sps": [], "vs_sac": []})
                 print(f"  {name} {path} {device_name}: update {update_ms:.1f} ms, act {act_ms:.1f} ms", flush=True)
 
-    # env steps/s, in rounds: CleanRL SAC, then each of ours, ..., then SAC once more. This machine's speed drifts over
-    # minutes, so each of our figures is set against the mean of the two SAC runs just before and just after it.
+    # env steps/s, in rounds: SAC, one of ours, SAC, the next of ours, ..., SAC. This machine's speed drifts by up to
+    # 30% over minutes, so each of our figures is set against the mean of the two SAC runs directly beside it.
     sac = []
+    if cli.sps and cli.cleanrl_sac:
+        sac.append(cleanrl_sac_sps(cli))
+        print(f"CleanRL SAC {sac[-1]:.1f} env steps/s", flush=True)
     if cli.sps:
         for round_index in range(cli.sps_rounds):
-            if cli.cleanrl_sac:
-                sac.append(cleanrl_sac_sps(cli))
-                print(f"round {round_index + 1}: CleanRL SAC {sac[-1]:.1f} env steps/s", flush=True)
             for row in rows:
                 row["sps"].append(training_sps(SCRIPTS[row["name"]], row["device"], row["path"] == "compile", cli))
                 print(f"round {round_index + 1}: {row['name']} {row['path']} {row['device'].type} "
                       f"{row['sps'][-1]:.1f} env steps/s", flush=True)
-        if cli.cleanrl_sac:
-            sac.append(cleanrl_sac_sps(cli))
-            print(f"CleanRL SAC {sac[-1]:.1f} env steps/s", flush=True)
-            for row in rows:
-                row["vs_sac"] = [sps / ((before + after) / 2) for sps, before, after in zip(row["sps"], sac, sac[1:])]
+                if cli.cleanrl_sac:
+                    sac.append(cleanrl_sac_sps(cli))
+                    row["vs_sac"].append(row["sps"][-1] / ((sac[-2] + sac[-1]) / 2))
+                    print(f"CleanRL SAC {sac[-1]:.1f} env steps/s (ours: {row['vs_sac'][-1]:.2f}x the SAC runs "
+                          f"beside it)", flush=True)
 
     def median(values):
         return statistics.median(values) if values else float("nan")
