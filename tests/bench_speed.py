@@ -208,10 +208,10 @@ def main():
     # env steps/s, in rounds: SAC, one of ours, SAC, the next of ours, ..., SAC. This machine's speed drifts by up to
     # 30% over minutes, so each of our figures is set against the mean of the two SAC runs directly beside it.
     sac = []
-    if cli.sps and cli.cleanrl_sac:
-        sac.append(cleanrl_sac_sps(cli))
-        print(f"CleanRL SAC {sac[-1]:.1f} env steps/s", flush=True)
     if cli.sps:
+        if cli.cleanrl_sac:
+            sac.append(cleanrl_sac_sps(cli))
+            print(f"CleanRL SAC {sac[-1]:.1f} env steps/s", flush=True)
         for round_index in range(cli.sps_rounds):
             for row in rows:
                 row["sps"].append(training_sps(SCRIPTS[row["name"]], row["device"], row["path"] == "compile", cli))
@@ -230,9 +230,10 @@ def main():
           "first call s | env steps/s | vs CleanRL SAC |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
+        vs_sac = f"{median(row['vs_sac']):.2f}x" if row["vs_sac"] else "n/a"  # n/a: run without --cleanrl-sac
         print(f"| {row['name']} | {row['path']} | {row['device'].type} | {row['update_ms']:.1f} | {row['act_ms']:.1f} | "
               f"{row['gflop']:.2f} | {row['floor_ms']:.1f} | {row['ratio']:.2f}x | {row['first_s']:.0f} | "
-              f"{median(row['sps']):.1f} | {median(row['vs_sac']):.2f}x |")
+              f"{median(row['sps']):.1f} | {vs_sac} |")
     if sac:
         print(f"\nCleanRL SAC, {cli.env_id}, one update per env step, steady state: "
               f"{', '.join(f'{x:.1f}' for x in sac)} env steps/s, in the order run")
