@@ -50,7 +50,9 @@ class Args:
     env_id: str = "Hopper-v4"
     """the id of the environment (a gymnasium id with a Box action space)"""
     total_timesteps: int = 5_000_000
-    """total environment steps of the experiment (summed over the vector envs)"""
+    """env steps AFTER the warm-up (the authors' total_step); tensorboard's x-axis counts all env steps, warm-up too.
+    As in the authors' loop (while steps <= total): learning_starts + total_timesteps + num_envs env steps in all,
+    total_timesteps / num_envs + 1 updates. Defaults: 5,030,005 env steps, 1,000,001 updates."""
     num_envs: int = 5
     """the number of parallel environments; one update is made per vector step"""
     buffer_size: int = 1_000_000
@@ -58,11 +60,14 @@ class Args:
     batch_size: int = 256
     """the batch size of sample from the replay memory"""
     learning_starts: int = 30_000
-    """environment steps of uniform-random actions before learning starts"""
+    """env steps of uniform-random actions before learning starts (whole vector steps), not in --total-timesteps"""
     eval_frequency: int = 125_000
-    """evaluate the sampler every this many environment steps (and at the end)"""
+    """evaluate every this many env steps after the warm-up, and on reaching --total-timesteps if off this schedule.
+    At the defaults: the authors' 40 evaluations, after 25,000, 50,000, ..., 1,000,000 updates."""
     eval_episodes: int = 20
     """the number of evaluation episodes (run in parallel, one per evaluation env)"""
+    eval_seed: int = 0
+    """evaluation env i is seeded eval_seed + i in every run, whatever --seed (the authors evaluate on seed 0)"""
     log_interval_s: float = 10.0
     """seconds between progress lines on the console"""
 
@@ -99,13 +104,21 @@ def training_device(args: Args) -> torch.device:
 
 def validate_args(args: Args) -> None:
     """Reject impossible hyperparameters before anything is created."""
+    # First: every comparison with nan is False and inf passes "> 0", so the checks below would let them through.
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if field.type is float and not math.isfinite(value):
+            raise UsageError(f"--{field.name.replace('_', '-')} is not a finite number: {value}")
     positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
                 "langevin_steps", "num_particles", "learning_rate", "langevin_step_size", "log_interval_s"]
     for name in positive:
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.learning_starts < 0:
-        raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    if not args.w > 0:
+        raise UsageError(f"--w must be positive (the policy is exp(w Q): w <= 0 ignores or minimises Q), got {args.w}")
+    for name in ["learning_starts", "seed", "eval_seed"]:  # gymnasium refuses negative seeds
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.batch_size > args.buffer_size:
         raise UsageError(f"--batch-size ({args.batch_size}) cannot exceed --buffer-size ({args.buffer_size})")
     if not 0.0 <= args.gamma <= 1.0 or not 0.0 < args.tau <= 1.0:
@@ -424,9 +437,8 @@ def train(args: Args) -> dict:
     device = training_device(args)
 
     envs = make_vector_env(args.env_id, args.num_envs, args.seed, False, run_name)
-    eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.seed + 10_000, args.capture_video,
-                                f"{run_name}/eval")
-    eval_envs.reset(seed=args.seed + 10_000)
+    eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, f"{run_name}/eval")
+    eval_envs.reset(seed=args.eval_seed)
 
     activation = mish_one_exp if args.compile else F.mish
     critic = TwinCritic(obs_dim, act_dim, activation=activation).to(device)
@@ -448,7 +460,8 @@ def train(args: Args) -> dict:
             return sample_fn(critic, obs, act_dim, args)
 
     checkpoint_path = f"{run_dir}/checkpoint.pt"
-    summary = {"run_dir": run_dir, "eval_returns": [], "checkpoint": None, "exit_code": 0, "num_updates": 0}
+    summary = {"run_dir": run_dir, "eval_returns": [], "checkpoint": None, "exit_code": 0, "num_updates": 0,
+               "global_step": 0}
 
     def save(path=checkpoint_path):
         if args.save_model:
@@ -461,7 +474,7 @@ def train(args: Args) -> dict:
         writer.add_scalar("eval/episodic_return", returns.mean(), global_step)
         summary["eval_returns"].append((global_step, float(returns.mean())))
         print(f"eval   step {global_step:>9,}: return {returns.mean():8.1f} +- {returns.std():6.1f} "
-              f"over {len(returns)} episodes", flush=True)
+              f"over {len(returns)} episodes, after {num_updates:,} updates", flush=True)
         save()
 
     def stop_like_ctrl_c(signum, frame):
@@ -469,14 +482,20 @@ def train(args: Args) -> dict:
 
     # `kill` (SIGTERM) stops the run like Ctrl-C does: with a checkpoint of what it has learned.
     previous_sigterm_handler = signal.signal(signal.SIGTERM, stop_like_ctrl_c)
-    global_step, num_updates, next_eval = 0, 0, args.eval_frequency
+    # Steps counted as the authors' loop counts them: learning_starts uniform-random env steps, then one update per
+    # vector step while learning_step (env steps after the warm-up) <= total_timesteps; their `<=` adds the `+ 1`.
+    warmup_iterations = math.ceil(args.learning_starts / args.num_envs)
+    num_iterations = warmup_iterations + args.total_timesteps // args.num_envs + 1
+    total_env_steps = num_iterations * args.num_envs
+    global_step, learning_step, num_updates, last_eval_step = 0, 0, 0, 0
     recent_returns, last_log_time, last_log_step = [], time.time(), 0
     start_time = time.time()
     obs, _ = envs.reset(seed=args.seed)
     try:
-        while global_step < args.total_timesteps:
+        for iteration in range(num_iterations):
+            warmup = iteration < warmup_iterations
             # SELECT ACTION: uniform random during warm-up, then the Langevin policy
-            if global_step < args.learning_starts:
+            if warmup:
                 actions = envs.action_space.sample()
             else:
                 actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
@@ -497,7 +516,8 @@ def train(args: Args) -> dict:
             obs = next_obs
 
             # UPDATE: one per vector step once the warm-up is done
-            if global_step >= args.learning_starts:
+            if not warmup:
+                learning_step += args.num_envs
                 metrics = update_fn(rb.sample(args.batch_size), critic, critic_target, optimizer, args)
                 num_updates += 1
                 if num_updates % 100 == 1:  # .item() syncs the GPU: read the metrics only now and then
@@ -512,23 +532,23 @@ def train(args: Args) -> dict:
                     writer.add_scalar("values/q", values["q"], global_step)
                     writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
 
-            # EVALUATE
-            if global_step >= next_eval:
+            # EVALUATE: every eval_frequency learning steps since the last evaluation (the authors' Interval, none at
+            # learning step 0), and once on reaching total_timesteps if the schedule has no evaluation there
+            if (learning_step - last_eval_step >= args.eval_frequency
+                    or last_eval_step < args.total_timesteps <= learning_step):
                 run_evaluation()
-                next_eval += args.eval_frequency
+                last_eval_step = learning_step
 
             # PROGRESS LINE
             now = time.time()
             if now - last_log_time >= args.log_interval_s:
                 sps = (global_step - last_log_step) / (now - last_log_time)
-                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
+                eta = (total_env_steps - global_step) / max(sps, 1e-9)
                 last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
-                print(f"step {global_step:>9,}/{args.total_timesteps:,} | SPS {sps:6.1f} | updates {num_updates:,} | "
+                print(f"step {global_step:>9,}/{total_env_steps:,} | SPS {sps:6.1f} | updates {num_updates:,} | "
                       f"return (last 10) {last_return} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}", flush=True)
                 last_log_time, last_log_step = now, global_step
         else:
-            if not summary["eval_returns"] or summary["eval_returns"][-1][0] != global_step:
-                run_evaluation()
             save()
     except KeyboardInterrupt:
         save()
@@ -540,7 +560,7 @@ def train(args: Args) -> dict:
         envs.close()
         eval_envs.close()
         writer.close()
-    summary["num_updates"], summary["replay_buffer"] = num_updates, rb
+    summary["num_updates"], summary["global_step"], summary["replay_buffer"] = num_updates, global_step, rb
     return summary
 
 

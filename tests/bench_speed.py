@@ -136,7 +136,7 @@ def time_update_and_act(script, device, compiled, cli):
 def training_sps(script, device, compiled, cli):
     """Steady-state env steps/s of the real loop: the median SPS of progress intervals that start after learning."""
     args = script.Args(env_id=cli.env_id, num_envs=cli.num_envs, learning_starts=cli.sps_learning_starts,
-                       total_timesteps=cli.sps_learning_starts + cli.sps_updates * cli.num_envs, compile=compiled,
+                       total_timesteps=cli.sps_updates * cli.num_envs, compile=compiled,
                        cuda=device.type == "cuda", eval_frequency=10**9, eval_episodes=cli.num_envs,
                        log_interval_s=cli.sps_interval_s, save_model=False, exp_name="bench_speed")
     out, cwd = io.StringIO(), os.getcwd()

@@ -36,6 +36,18 @@ class NaNRewardEnv(CounterEnv):
         return float("nan")
 
 
+class LateNaNRewardEnv(CounterEnv):
+    """Rewards turn NaN from the env's 31st step on (counted over its life, across episodes): a run learns for a
+    while, then its losses go non-finite."""
+
+    def __init__(self):
+        self.steps_lived = 0
+
+    def reward(self):
+        self.steps_lived += 1
+        return 1.0 if self.steps_lived <= 30 else float("nan")
+
+
 class UnboundedActionEnv(CounterEnv):
     action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
 
@@ -46,5 +58,6 @@ class ImageObservationEnv(CounterEnv):
 
 gym.register("Counter-v0", entry_point=CounterEnv, max_episode_steps=6)
 gym.register("NaNReward-v0", entry_point=NaNRewardEnv, max_episode_steps=6)
+gym.register("LateNaNReward-v0", entry_point=LateNaNRewardEnv, max_episode_steps=6)
 gym.register("UnboundedAction-v0", entry_point=UnboundedActionEnv, max_episode_steps=6)
 gym.register("ImageObservation-v0", entry_point=ImageObservationEnv, max_episode_steps=6)

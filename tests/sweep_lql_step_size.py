@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--env-ids", nargs="+", default=["Hopper-v4", "HalfCheetah-v4"])
     parser.add_argument("--step-sizes", nargs="+", type=float, default=[1e-4, 1e-3, 1e-2])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--total-timesteps", type=int, default=20_000)
+    parser.add_argument("--total-timesteps", type=int, default=15_000, help="env steps after the warm-up")
     parser.add_argument("--learning-starts", type=int, default=5_000)
     parser.add_argument("--eval-frequency", type=int, default=5_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
@@ -59,7 +59,7 @@ def main() -> None:
         return sum(late) / len(late) if late else float("nan")
 
     seeds = ", ".join(map(str, args.seeds))
-    print(f"\nLQL, seeds {seeds}, {args.total_timesteps:,} env steps ({args.learning_starts:,} random), "
+    print(f"\nLQL, seeds {seeds}, {args.learning_starts:,} random + {args.total_timesteps:,} learning env steps, "
           f"score = mean eval return from step {args.score_from:,} on ({args.eval_episodes} episodes each), "
           f"mean over seeds (each seed's score in brackets)\n")
     print("| langevin_step_size | " + " | ".join(args.env_ids) + " |")

@@ -9,7 +9,7 @@ import torch
 def small_args(script, **overrides):
     chain = dict(num_levels=3, steps_per_level=2) if hasattr(script, "sigma_schedule") else dict(langevin_steps=6)
     return script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=4, batch_size=4, eval_episodes=4,
-                       total_timesteps=48, learning_starts=16, eval_frequency=10**6, **chain, **overrides)
+                       total_timesteps=32, learning_starts=16, eval_frequency=10**6, **chain, **overrides)
 
 
 def test_compiled_training_matches_eager(script, tmp_path, monkeypatch):
