@@ -2,6 +2,7 @@
 # Paper: "Direct Soft-Policy Sampling via Langevin Dynamics", Ki, Ahn, Kim, Lee, arXiv 2602.07873.
 # There is no actor network: the policy is pi(a|s) ~ exp(w Q(s,a)), sampled by annealed Langevin dynamics
 # on a critic conditioned on a noise level. Defaults follow the authors' JAX code (ku-dmlab/NCLQL).
+import copy
 import dataclasses
 import functools
 import importlib.util
@@ -42,8 +43,21 @@ class Args:
     """whether to record videos of evaluation episodes to `videos/` (needs `pip install moviepy`)"""
     save_model: bool = True
     """whether to save a checkpoint to `runs/{run_name}` at each evaluation, at the end and on Ctrl-C"""
+    save_buffer: bool = False
+    """also save the replay buffer's filled part in each checkpoint, so that --resume continues learning where it
+    stopped: 4 bytes per float, (2 obs_dim + act_dim + 2) floats per transition (Hopper-v4: 27, 108 MB at 1M;
+    Humanoid-v4: about 770, 3 GB at 1M)"""
+    resume: str | None = None
+    """continue the run saved in this checkpoint (of this script) in its runs/ folder; options not given on the command
+    line are the checkpoint's, and only the run's length, evaluation, logging and speed options may differ"""
+    eval_checkpoint: str | None = None
+    """evaluate this checkpoint's critic for --eval-episodes episodes and exit, training nothing (the sampler's
+    --num-particles, --w, --steps-per-level and --q-grad-norm may differ from the run's)"""
     compile: bool = False
     """fast path: torch.compile the Langevin chain (same actions within 1e-5; each batch shape compiles once, ~1 min)"""
+    bf16_chain: bool = False
+    """fast path: draw the TD target's a' on a bfloat16 copy of the critic (needs bf16 matmul: a CPU with AVX512-BF16
+    or AMX, or a CUDA GPU); acting, evaluation and both Adam steps stay float32"""
 
     # Environment and protocol
     env_id: str = "Hopper-v4"
@@ -133,6 +147,8 @@ def validate_args(args: Args) -> None:
         raise UsageError(f"--batch-size ({args.batch_size}) cannot exceed --buffer-size ({args.buffer_size})")
     if not 0.0 <= args.gamma <= 1.0 or not 0.0 < args.tau <= 1.0:
         raise UsageError(f"need 0 <= --gamma <= 1 and 0 < --tau <= 1, got gamma={args.gamma}, tau={args.tau}")
+    if args.resume and args.eval_checkpoint:
+        raise UsageError("--resume and --eval-checkpoint exclude each other: give one")
     if args.track and importlib.util.find_spec("wandb") is None:
         raise UsageError("--track needs Weights & Biases: `pip install wandb`, or drop --track")
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
@@ -140,6 +156,10 @@ def validate_args(args: Args) -> None:
     # On CPU, inductor builds --compile's kernels with g++; without it the run would fail at its first update, after
     # the whole warm-up.
     on_cpu = training_device(args).type == "cpu"
+    if args.bf16_chain and not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+                                if on_cpu else torch.cuda.is_bf16_supported()):
+        raise UsageError("--bf16-chain needs bf16 matmul in hardware (CPU flags avx512_bf16 or amx_bf16, or a CUDA GPU "
+                         "with bf16), which this machine lacks: drop --bf16-chain")
     if args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None:
         raise UsageError("--compile on CPU needs a C++ compiler and g++ is not on PATH: install it (e.g. `apt install "
                          "g++`), or drop --compile")
@@ -246,13 +266,13 @@ class NoiseConditionedTwinCritic(nn.Module):
     def obs_term(self, obs: torch.Tensor) -> torch.Tensor:
         """W_s s + b, fc1's term in the state (with fc1's bias): (2, batch, hidden)."""
         w_obs = self.fc1.weight[:, : self.obs_dim]
-        return torch.baddbmm(self.fc1.bias, obs.expand(2, -1, -1), w_obs)
+        return torch.baddbmm(self.fc1.bias, obs.to(w_obs.dtype).expand(2, -1, -1), w_obs)  # .to: see bf16_copy
 
     def level_terms(self) -> torch.Tensor:
         """W_e e_l for each level l = 0..L-1, fc1's term in the level embedding: (2, L, hidden)."""
         # Only L levels exist: embed all L once per call (L rows, whatever the batch); samples look theirs up.
         all_levels = torch.arange(self.num_levels, device=self.fc1.weight.device)
-        embeddings = sinusoidal_encoding(all_levels, self.level_dim).expand(2, -1, -1)
+        embeddings = sinusoidal_encoding(all_levels, self.level_dim).to(self.fc1.weight.dtype).expand(2, -1, -1)
         embeddings = self.level_embed2(self.activation(self.level_embed1(embeddings)))  # (2, L, level_dim)
         w_level = self.fc1.weight[:, self.obs_dim + self.act_dim :]
         return torch.bmm(embeddings, w_level)
@@ -260,7 +280,7 @@ class NoiseConditionedTwinCritic(nn.Module):
     def q_from_context(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q1 and Q2 (2, batch) given fc1's action-free terms, context = W_s s + b + W_e e_l (2, batch, hidden)."""
         w_act = self.fc1.weight[:, self.obs_dim : self.obs_dim + self.act_dim]
-        x = self.activation(torch.baddbmm(context, actions.expand(2, -1, -1), w_act))  # fc1 = context + W_a a
+        x = self.activation(torch.baddbmm(context, actions.to(w_act.dtype).expand(2, -1, -1), w_act))  # + W_a a
         x = self.activation(self.fc2(x))
         x = self.activation(self.fc3(x))
         return self.fc_out(x).squeeze(-1)
@@ -333,6 +353,8 @@ class ReplayBuffer:
     stored: the transition keeps its true final observation as next_obs and bootstraps through it.
     """
 
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
+
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
         self.capacity, self.device = capacity, device
         self.obs = torch.zeros(capacity, obs_dim, device=device)
@@ -356,13 +378,24 @@ class ReplayBuffer:
         idx = torch.randint(0, self.size, (batch_size,), device=self.device)
         return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
 
+    def state_dict(self) -> dict:
+        """The filled part only, on the CPU (for --save-buffer)."""
+        state = {name: getattr(self, name)[: self.size].cpu() for name in self.FIELDS}
+        return state | {"pos": self.pos, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.FIELDS:
+            getattr(self, name)[: state["size"]] = state[name].to(self.device)
+        self.pos, self.size = state["pos"], state["size"]
+
 
 # UPDATE
 def update_critic(batch, critic, critic_target, optimizer, sigmas: torch.Tensor, args: Args,
-                  sample_fn=sample_actions) -> dict:
+                  sample_fn=sample_actions, chain_critic=None) -> dict:
     """One NC-LQL update: TD step, then smoothing step, then Polyak, in the authors' order.
 
-    `sample_fn` replaces `sample_actions` (the --compile fast path passes its compiled twin).
+    The fast path passes `sample_fn`, the compiled twin of `sample_actions` (--compile), and `chain_critic`, a bf16
+    copy of `critic` that draws a' and follows `critic` after each update (--bf16-chain).
     Returns detached scalar tensors (no host sync here): td_loss, smoothing_loss, q.
     """
     obs, actions, rewards, next_obs, terminated = batch
@@ -373,7 +406,7 @@ def update_critic(batch, critic, critic_target, optimizer, sigmas: torch.Tensor,
     # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a', L-1), a' ~ pi(.|s') drawn
     # with the ONLINE critics (the policy is the online critic), valued by the Polyak targets.
     with torch.no_grad():
-        next_actions = sample_fn(critic, next_obs, act_dim, sigmas, args)
+        next_actions = sample_fn(critic if chain_critic is None else chain_critic, next_obs, act_dim, sigmas, args)
         next_q = critic_target(next_obs, next_actions, clean_level).min(0).values
         td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
 
@@ -399,6 +432,9 @@ def update_critic(batch, critic, critic_target, optimizer, sigmas: torch.Tensor,
     with torch.no_grad():
         for p_targ, p in zip(critic_target.parameters(), critic.parameters()):
             p_targ.lerp_(p, args.tau)
+        if chain_critic is not None:
+            for p_chain, p in zip(chain_critic.parameters(), critic.parameters()):
+                p_chain.copy_(p)
 
     return {"td_loss": td_loss.detach().mean(), "smoothing_loss": smoothing_loss.detach().mean(),
             "q": smoothing_target.mean()}
@@ -437,19 +473,36 @@ def compile_critics(*critics: nn.Module) -> None:
         critic.compile(dynamic=False)
 
 
+def bf16_copy(critic: nn.Module) -> nn.Module:
+    """A bfloat16 copy of the critic for the chain that draws the TD target's a' (--bf16-chain); the critic casts its
+    inputs to its weights' dtype, so the chain's actions and their normalised gradient stay float32.
+
+    The chain needs only the direction of grad_a Q (normalised per sample by default) and adds noise of its own at
+    every step, so bf16's ~3 significant digits barely move its samples (README: Speed); Q's value, which reaches
+    tens, enters no loss. Acting and evaluation (5 and 20 states) stay float32: at so few rows bf16 was slower.
+    """
+    return copy.deepcopy(critic).to(torch.bfloat16).requires_grad_(False)
+
+
 # EVALUATION
-def evaluate(eval_envs: gym.vector.VectorEnv, act_fn, device: torch.device) -> np.ndarray:
-    """Run one episode in each copy of `eval_envs` with the stochastic sampler; return the episodic returns."""
-    obs, _ = eval_envs.reset()
-    returns, finished = np.zeros(eval_envs.num_envs), np.zeros(eval_envs.num_envs, dtype=bool)
-    while not finished.all():
-        actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device))
-        obs, _, _, _, infos = eval_envs.step(actions.cpu().numpy())
-        if "episode" in infos.get("final_info", {}):
-            # A copy that finished keeps running (autoreset); only its first episode counts.
-            first_finish = infos["final_info"]["_episode"] & ~finished
-            returns[first_finish] = infos["final_info"]["episode"]["r"][first_finish]
-            finished |= first_finish
+def evaluate(eval_envs: gym.vector.VectorEnv, act_fn, device: torch.device, seed: int) -> np.ndarray:
+    """Run one episode in each copy of `eval_envs` with the stochastic sampler; return the episodic returns.
+
+    The envs and the sampler's noise start from `seed` at every call, so an evaluation depends on the critic alone
+    (the authors' evaluator also draws from a key made from its inputs) and --eval-checkpoint repeats it exactly.
+    """
+    with torch.random.fork_rng():  # training's random stream continues as if no evaluation had run
+        torch.manual_seed(seed)
+        obs, _ = eval_envs.reset(seed=seed)
+        returns, finished = np.zeros(eval_envs.num_envs), np.zeros(eval_envs.num_envs, dtype=bool)
+        while not finished.all():
+            actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device))
+            obs, _, _, _, infos = eval_envs.step(actions.cpu().numpy())
+            if "episode" in infos.get("final_info", {}):
+                # A copy that finished keeps running (autoreset); only its first episode counts.
+                first_finish = infos["final_info"]["_episode"] & ~finished
+                returns[first_finish] = infos["final_info"]["episode"]["r"][first_finish]
+                finished |= first_finish
     return returns
 
 
@@ -469,27 +522,67 @@ def real_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
     return real
 
 
-def save_checkpoint(path: str, critic, critic_target, optimizer, args: Args, global_step: int) -> None:
-    """A checkpoint that `torch.load(path, weights_only=True)` reads back."""
-    torch.save({"critic": critic.state_dict(), "critic_target": critic_target.state_dict(),
-                "optimizer": optimizer.state_dict(), "args": dataclasses.asdict(args), "global_step": global_step},
-               path)
+# CHECKPOINTS
+# What may differ from the checkpoint's options when a run is resumed; every other option defines the method or a
+# shape. An evaluated checkpoint must match only in NETWORK_OPTIONS, the critic's shapes and what its levels mean.
+RESUME_MAY_CHANGE = ("resume", "eval_checkpoint", "total_timesteps", "eval_frequency", "eval_episodes", "eval_seed",
+                     "log_interval_s", "save_model", "save_buffer", "track", "wandb_project_name", "wandb_entity",
+                     "capture_video", "compile", "bf16_chain", "cuda", "torch_deterministic")
+NETWORK_OPTIONS = ("env_id", "num_levels", "sigma_max", "sigma_min")
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write to a temporary name, then rename: a kill during the save never truncates the last good checkpoint."""
+    torch.save(state, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a checkpoint written by this script, or raise a UsageError that says what is wrong with the file."""
+    if not os.path.isfile(path):
+        raise UsageError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file or another format: torch raises several kinds
+        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: truncated, or not from "
+                         f"torch.save)") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("algorithm") != "nclql":
+        found = checkpoint.get("algorithm", "no algorithm named") if isinstance(checkpoint, dict) else "no dict"
+        raise UsageError(f"{path} is not a checkpoint of {os.path.basename(__file__)} (it holds {found})")
+    if set(checkpoint["args"]) != {field.name for field in dataclasses.fields(Args)}:
+        raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (other options)")
+    return checkpoint
+
+
+def check_same_options(args: Args, saved: dict, must_match) -> None:
+    """Refuse to resume (or evaluate) a checkpoint with options that change what it learned."""
+    for name in must_match:
+        if getattr(args, name) != saved[name]:
+            raise UsageError(f"--{name.replace('_', '-')} is {getattr(args, name)} here but {saved[name]} in the "
+                             f"checkpoint; it cannot change: drop it or start a new run")
 
 
 def train(args: Args) -> dict:
-    """Run NC-LQL as configured; return a summary (eval returns, checkpoint path, exit code, buffer)."""
+    """Run NC-LQL as configured (or resume a run); return a summary (eval returns, checkpoint path, exit code)."""
     from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow and only training needs it
 
     validate_args(args)
     obs_dim, act_dim = check_env(args.env_id)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    checkpoint = None
+    if args.resume:  # everything is checked before anything is written
+        checkpoint = load_checkpoint(args.resume)
+        check_same_options(args, checkpoint["args"], [name for name in checkpoint["args"] if name not in
+                                                      RESUME_MAY_CHANGE])
+    # A resumed run writes on into its own folder; TensorBoard drops what the stopped run logged after its checkpoint.
+    run_dir = os.path.dirname(args.resume) if args.resume else \
+        f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = os.path.basename(run_dir)
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                    config=vars(args), name=run_name, save_code=True)
-    run_dir = f"runs/{run_name}"
-    writer = SummaryWriter(run_dir)
+    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(
         f"|{key}|{value}|" for key, value in vars(args).items()))
 
@@ -501,7 +594,6 @@ def train(args: Args) -> dict:
 
     envs = make_vector_env(args.env_id, args.num_envs, args.seed, False, run_name)
     eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, f"{run_name}/eval")
-    eval_envs.reset(seed=args.eval_seed)
 
     activation = mish_one_exp if args.compile else F.mish
     critic = NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels, activation=activation).to(device)
@@ -513,30 +605,57 @@ def train(args: Args) -> dict:
     sigmas = sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels).to(device)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
+    # Steps counted as the authors' loop counts them: learning_starts uniform-random env steps, then one update per
+    # vector step while learning_step (env steps after the warm-up) <= total_timesteps; their `<=` adds the `+ 1`.
+    warmup_iterations = math.ceil(args.learning_starts / args.num_envs)
+    num_iterations = warmup_iterations + args.total_timesteps // args.num_envs + 1
+    total_env_steps = num_iterations * args.num_envs
+    global_step, learning_step, num_updates, last_eval_step, eval_returns = 0, 0, 0, 0, []
+    if checkpoint:
+        critic.load_state_dict(checkpoint["critic"])
+        critic_target.load_state_dict(checkpoint["critic_target"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step, learning_step, num_updates, last_eval_step = (checkpoint[key] for key in (
+            "global_step", "learning_step", "num_updates", "last_eval_step"))
+        eval_returns = checkpoint["eval_returns"]
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        envs.action_space.np_random.bit_generator.state = checkpoint["rng"]["action_space"]
+        if device.type == "cuda" and checkpoint["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        if checkpoint["replay_buffer"]:
+            rb.load_state_dict(checkpoint["replay_buffer"])
+    chain_critic = bf16_copy(critic) if args.bf16_chain else None  # a copy: made before compile_critics
+
     sample_fn = sample_actions
     if args.compile:
         sample_fn = compile_sampler(sample_actions)
         compile_critics(critic, critic_target)
-    update_fn = functools.partial(update_critic, sample_fn=sample_fn)
+    update_fn = functools.partial(update_critic, sample_fn=sample_fn, chain_critic=chain_critic)
 
     def act_fn(obs):
         with torch.no_grad():  # as inside update_critic, so that acting and the update share one compiled graph mode
             return sample_fn(critic, obs, act_dim, sigmas, args)
 
     checkpoint_path = f"{run_dir}/checkpoint.pt"
-    summary = {"run_dir": run_dir, "eval_returns": [], "checkpoint": None, "exit_code": 0, "num_updates": 0,
-               "global_step": 0}
+    summary = {"run_dir": run_dir, "eval_returns": eval_returns, "checkpoint": None, "exit_code": 0}
 
     def save(path=checkpoint_path):
         if args.save_model:
-            save_checkpoint(path, critic, critic_target, optimizer, args, global_step)
+            save_checkpoint(path, {
+                "algorithm": "nclql", "args": dataclasses.asdict(args), "critic": critic.state_dict(),
+                "critic_target": critic_target.state_dict(), "optimizer": optimizer.state_dict(),
+                "global_step": global_step, "learning_step": learning_step, "num_updates": num_updates,
+                "last_eval_step": last_eval_step, "eval_returns": eval_returns,
+                "rng": {"torch": torch.get_rng_state(), "action_space": envs.action_space.np_random.bit_generator.state,
+                        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None},
+                "replay_buffer": rb.state_dict() if args.save_buffer else None})
             if path == checkpoint_path:
                 summary["checkpoint"] = path
 
     def run_evaluation():
-        returns = evaluate(eval_envs, act_fn, device)
+        returns = evaluate(eval_envs, act_fn, device, args.eval_seed)
         writer.add_scalar("eval/episodic_return", returns.mean(), global_step)
-        summary["eval_returns"].append((global_step, float(returns.mean())))
+        eval_returns.append((global_step, float(returns.mean())))
         print(f"eval   step {global_step:>9,}: return {returns.mean():8.1f} +- {returns.std():6.1f} "
               f"over {len(returns)} episodes, after {num_updates:,} updates", flush=True)
         save()
@@ -546,18 +665,21 @@ def train(args: Args) -> dict:
 
     # `kill` (SIGTERM) stops the run like Ctrl-C does: with a checkpoint of what it has learned.
     previous_sigterm_handler = signal.signal(signal.SIGTERM, stop_like_ctrl_c)
-    # Steps counted as the authors' loop counts them: learning_starts uniform-random env steps, then one update per
-    # vector step while learning_step (env steps after the warm-up) <= total_timesteps; their `<=` adds the `+ 1`.
-    warmup_iterations = math.ceil(args.learning_starts / args.num_envs)
-    num_iterations = warmup_iterations + args.total_timesteps // args.num_envs + 1
-    total_env_steps = num_iterations * args.num_envs
-    global_step, learning_step, num_updates, last_eval_step = 0, 0, 0, 0
-    recent_returns, last_log_time, last_log_step = [], time.time(), 0
-    start_time = time.time()
-    obs, _ = envs.reset(seed=args.seed)
+    # A resumed run starts fresh episodes (the simulators' state is not saved). Without its replay buffer it first
+    # collects as many transitions with the policy as its warm-up had, without updates and without counting them.
+    start_iteration = global_step // args.num_envs
+    refill_iterations = min(start_iteration, warmup_iterations) if checkpoint and rb.size == 0 else 0
+    if checkpoint:
+        print(f"resumed {args.resume} at env step {global_step:,} ({num_updates:,} updates)" + (
+            f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with the policy "
+            f"first" if refill_iterations else ""), flush=True)
+    recent_returns, start_time, start_step = [], time.time(), global_step
+    last_log_time, last_log_step = start_time, global_step
+    obs, _ = envs.reset(seed=args.seed + global_step)
     try:
-        for iteration in range(num_iterations):
-            warmup = iteration < warmup_iterations
+        for iteration in range(start_iteration - refill_iterations, num_iterations):
+            refill = iteration < start_iteration
+            warmup = iteration < warmup_iterations and not refill
             # SELECT ACTION: uniform random during warm-up, then the Langevin policy
             if warmup:
                 actions = envs.action_space.sample()
@@ -566,7 +688,7 @@ def train(args: Args) -> dict:
 
             # STEP ENV
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
-            global_step += args.num_envs
+            global_step += 0 if refill else args.num_envs
             if "episode" in infos.get("final_info", {}):
                 for i in np.flatnonzero(infos["final_info"]["_episode"]):
                     episode = infos["final_info"]["episode"]
@@ -580,7 +702,7 @@ def train(args: Args) -> dict:
             obs = next_obs
 
             # UPDATE: one per vector step once the warm-up is done
-            if not warmup:
+            if not warmup and not refill:
                 learning_step += args.num_envs
                 metrics = update_fn(rb.sample(args.batch_size), critic, critic_target, optimizer, sigmas, args)
                 num_updates += 1
@@ -595,14 +717,15 @@ def train(args: Args) -> dict:
                     writer.add_scalar("losses/td_loss", values["td_loss"], global_step)
                     writer.add_scalar("losses/smoothing_loss", values["smoothing_loss"], global_step)
                     writer.add_scalar("values/q", values["q"], global_step)
-                    writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+                    sps = (global_step - start_step) / (time.time() - start_time)
+                    writer.add_scalar("charts/SPS", int(sps), global_step)
 
             # EVALUATE: every eval_frequency learning steps since the last evaluation (the authors' Interval, none at
             # learning step 0), and once on reaching total_timesteps if the schedule has no evaluation there
             if (learning_step - last_eval_step >= args.eval_frequency
                     or last_eval_step < args.total_timesteps <= learning_step):
-                run_evaluation()
                 last_eval_step = learning_step
+                run_evaluation()
 
             # PROGRESS LINE
             now = time.time()
@@ -629,10 +752,40 @@ def train(args: Args) -> dict:
     return summary
 
 
+def evaluate_checkpoint(args: Args) -> dict:
+    """--eval-checkpoint: run --eval-episodes episodes with a saved critic and print their returns; train nothing."""
+    validate_args(args)
+    obs_dim, act_dim = check_env(args.env_id)
+    checkpoint = load_checkpoint(args.eval_checkpoint)
+    check_same_options(args, checkpoint["args"], NETWORK_OPTIONS)
+    device = training_device(args)
+    activation = mish_one_exp if args.compile else F.mish
+    critic = NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels, activation=activation).to(device)
+    critic.load_state_dict(checkpoint["critic"])
+    sigmas = sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels).to(device)
+    sample_fn = compile_sampler(sample_actions) if args.compile else sample_actions
+
+    def act_fn(obs):
+        with torch.no_grad():
+            return sample_fn(critic, obs, act_dim, sigmas, args)
+
+    run_name = f"{os.path.basename(os.path.dirname(os.path.abspath(args.eval_checkpoint)))}/eval_checkpoint"
+    eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, run_name)
+    returns = evaluate(eval_envs, act_fn, device, args.eval_seed)
+    eval_envs.close()
+    print(f"{args.eval_checkpoint} (env step {checkpoint['global_step']:,}): return {returns.mean():.1f} +- "
+          f"{returns.std():.1f}, min {returns.min():.1f}, max {returns.max():.1f} over {len(returns)} episodes")
+    return {"returns": returns, "exit_code": 0}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv)
     try:
-        return train(args)["exit_code"]
+        if args.resume or args.eval_checkpoint:
+            # Options not on the command line are the checkpoint's, so `--resume PATH` alone continues the run.
+            saved = load_checkpoint(args.resume or args.eval_checkpoint)["args"]
+            args = tyro.cli(Args, args=argv, default=Args(**saved))
+        return (evaluate_checkpoint(args) if args.eval_checkpoint else train(args))["exit_code"]
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -65,15 +65,17 @@ def soft_policy_shares(grid_size: int = 801) -> torch.Tensor:
 
 
 def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: int = 256,
-                     learning_rate: float = 3e-3, seed: int = 1, measure_at: tuple[int, ...] = ()) -> list[dict]:
+                     learning_rate: float = 3e-3, seed: int = 1, measure_at: tuple[int, ...] = (),
+                     chains: tuple[str, ...] = ("fp32",)) -> list[dict]:
     """Train script `name`'s critic on the bandit with its own update, then draw actions from its own policy.
 
-    Returns one measurement per entry of `measure_at` (update counts) and one at the end. The policy is sampled
-    under a forked RNG, so measuring along the way does not change the training run.
+    Returns one measurement per entry of `measure_at` (update counts) and one at the end, for each of `chains`. The
+    policy is sampled under a forked RNG, so measuring along the way does not change the training run.
 
     The learning rate is raised from the scripts' 1e-4 so that the critic fits r in a few thousand updates. With
     gamma = 0 the next action a' drawn inside `update_critic` does not enter the TD target, so the training
-    copy of Args runs the cheapest chain there (1 step per level); sampling uses the default Args.
+    copy of Args runs the cheapest chain there (1 step per level); sampling uses the default Args, on the critic or,
+    for chain "bf16", on a bf16 copy of it (what --bf16-chain does for the TD target's a').
     """
     args = SCRIPTS[name].Args(gamma=0.0, learning_rate=learning_rate)
     torch.manual_seed(seed)
@@ -85,8 +87,8 @@ def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: 
         def update(batch):
             return nclql.update_critic(batch, critic, critic_target, optimizer, sigmas, train_args)
 
-        def policy(obs):
-            return nclql.sample_actions(critic, obs, 2, sigmas, args)
+        def policy(chain_critic, obs):
+            return nclql.sample_actions(chain_critic, obs, 2, sigmas, args)
 
         def clean_q(actions):
             level = torch.full((len(actions),), args.num_levels - 1, dtype=torch.long)
@@ -98,8 +100,8 @@ def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: 
         def update(batch):
             return lql.update_critic(batch, critic, critic_target, optimizer, train_args)
 
-        def policy(obs):
-            return lql.sample_actions(critic, obs, 2, args)
+        def policy(chain_critic, obs):
+            return lql.sample_actions(chain_critic, obs, 2, args)
 
         def clean_q(actions):
             return critic(torch.zeros(len(actions), 1), actions)
@@ -107,10 +109,11 @@ def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: 
     critic_target.requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
 
-    def measure(num_done: int, train_s: float) -> dict:
+    def measure(num_done: int, train_s: float, chain: str) -> dict:
         with torch.random.fork_rng(devices=[]):
             start = time.time()
-            samples = policy(torch.zeros(num_samples, 1)).detach()
+            chain_critic = SCRIPTS[name].bf16_copy(critic) if chain == "bf16" else critic
+            samples = policy(chain_critic, torch.zeros(num_samples, 1)).detach()
             sample_s = time.time() - start
         with torch.no_grad():  # the critic's own fit at the optima: tells a sampler failure from a critic failure
             q_at_optima = clean_q(OPTIMA).mean(0)
@@ -118,7 +121,7 @@ def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: 
         return {"name": name, "samples": samples, "shares": shares, "covered": int((shares >= COVERED_SHARE).sum()),
                 "at_faces": float((samples.abs() > 0.99).any(-1).float().mean()),
                 "q_at_optima": q_at_optima, "q_target": args.reward_scale * reward(OPTIMA), "train_s": train_s,
-                "sample_s": sample_s, "num_updates": num_done}
+                "sample_s": sample_s, "num_updates": num_done, "chain": chain}
 
     obs, terminated = torch.zeros(batch_size, 1), torch.ones(batch_size)
     results, train_s = [], 0.0
@@ -128,7 +131,7 @@ def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: 
         update((obs, actions, reward(actions), obs, terminated))
         train_s += time.time() - start
         if num_done in measure_at or num_done == num_updates:
-            results.append(measure(num_done, train_s))
+            results.extend(measure(num_done, train_s, chain) for chain in chains)
     return results
 
 

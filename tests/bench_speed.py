@@ -1,9 +1,11 @@
-"""Speed benchmark: update ms, act ms and env steps/s for both scripts, eager and --compile, against the FLOP floor.
+"""Speed benchmark: update ms, act ms and env steps/s for both scripts, eager and --compile, fp32 and --bf16-chain,
+against the FLOP floors.
 
 Not collected by pytest. Run it on a quiet machine (timings share the CPU with anything else running):
 
     python tests/bench_speed.py                                  # both scripts, eager and compiled, CPU (+ CUDA)
     python tests/bench_speed.py --paths eager --no-sps           # quick: update/act times only
+    python tests/bench_speed.py --paths compile --precisions fp32 bf16   # the fast path, without and with --bf16-chain
     python tests/bench_speed.py --cleanrl-sac ../cleanrl/cleanrl/sac_continuous_action.py --cleanrl-python PY
 
 - update ms: one `update_critic` at --batch-size on random Hopper-shaped data (median of --repeats).
@@ -11,7 +13,9 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
 - floor ms: the update's matmul FLOPs (as torch's flop counter counts them, see `update_flops`) divided by
   this machine's fp32 matmul rate, measured here on a 2048 x 2048 matmul at the start. update / floor: the
   median over repeats of each update's time against the matmul rate measured just before it (a drifting
-  machine's speed cancels out).
+  machine's speed cancels out). update / bf16 floor: the same against the bf16 matmul rate, the floor if every
+  FLOP ran in bf16 (with --bf16-chain only the chain that draws a' does).
+- precision bf16: --bf16-chain (the TD target's a' drawn on a bf16 copy of the critic); acting stays fp32.
 - env steps/s: the real training loop (`train()`) on --env-id, the authors' protocol (5 envs, one update per
   vector step), read off its progress lines once learning has started (steady state).
 - --cleanrl-sac: runs CleanRL's SAC (one update per env step) in the same invocation, on the same env, between
@@ -62,10 +66,10 @@ def median_ms(fn, device, repeats):
     return 1e3 * statistics.median(timed_s(fn, device) for _ in range(repeats))
 
 
-def update_against_matmul(update, device, repeats, flops):
-    """Median update ms, and its median ratio to the FLOP floor with the matmul rate measured right before each
-    update: this machine's speed drifts by up to 30% over minutes, so each update is set against its own moment."""
-    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+def update_against_matmul(update, device, repeats, flops, dtype=torch.float32):
+    """Median update ms, and its median ratio to the FLOP floor with the `dtype` matmul rate measured right before
+    each update: this machine's speed drifts by up to 30% over minutes, so each update is set against its moment."""
+    a, b = torch.randn(2048, 2048, device=device, dtype=dtype), torch.randn(2048, 2048, device=device, dtype=dtype)
     update(), update()
     times, ratios = [], []
     for _ in range(repeats):
@@ -75,8 +79,8 @@ def update_against_matmul(update, device, repeats, flops):
     return 1e3 * statistics.median(times), statistics.median(ratios)
 
 
-def matmul_gflops(device):
-    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+def matmul_gflops(device, dtype=torch.float32):
+    a, b = torch.randn(2048, 2048, device=device, dtype=dtype), torch.randn(2048, 2048, device=device, dtype=dtype)
     ms = median_ms(lambda: a @ b, device, 10)
     return 2 * 2048**3 / (ms * 1e-3) / 1e9
 
@@ -88,14 +92,14 @@ def update_flops(script, device, batch):
     256: NC-LQL 6.37 GFLOP on Hopper-v4, 7.11 on Humanoid-v4 (the issue says about 6.4 and 7.2); LQL 5.96, 6.50.
     """
     obs_dim, act_dim = batch[0].shape[1], batch[1].shape[1]
-    args, critic, critic_target, optimizer, extra, _ = make_parts(script, device, False, obs_dim, act_dim)
+    args, critic, critic_target, optimizer, extra, _, _ = make_parts(script, device, False, False, obs_dim, act_dim)
     with FlopCounterMode(display=False) as counter:
         script.update_critic(batch, critic, critic_target, optimizer, *extra, args)
     return counter.get_total_flops()
 
 
-def make_parts(script, device, compiled, obs_dim, act_dim):
-    args = script.Args(compile=compiled)
+def make_parts(script, device, compiled, bf16, obs_dim, act_dim):
+    args = script.Args(compile=compiled, bf16_chain=bf16)
     activation = script.mish_one_exp if compiled else torch.nn.functional.mish
     if script is nclql:
         make = functools.partial(nclql.NoiseConditionedTwinCritic, obs_dim, act_dim, args.num_levels)
@@ -105,38 +109,41 @@ def make_parts(script, device, compiled, obs_dim, act_dim):
     critic = make(activation=activation).to(device)
     critic_target = make(activation=activation).to(device).requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)  # as in train()
+    chain_critic = script.bf16_copy(critic) if bf16 else None
     sample_fn = script.sample_actions
     if compiled:  # as in train()
         sample_fn = script.compile_sampler(script.sample_actions)
         script.compile_critics(critic, critic_target)
-    return args, critic, critic_target, optimizer, extra, sample_fn
+    return args, critic, critic_target, optimizer, extra, sample_fn, chain_critic
 
 
-def time_update_and_act(script, device, compiled, cli):
+def time_update_and_act(script, device, compiled, bf16, cli):
     obs_dim, act_dim = cli.obs_dim, cli.act_dim
-    args, critic, critic_target, optimizer, extra, sample_fn = make_parts(script, device, compiled, obs_dim, act_dim)
+    args, critic, critic_target, optimizer, extra, sample_fn, chain_critic = make_parts(script, device, compiled, bf16,
+                                                                                        obs_dim, act_dim)
     b = cli.batch_size
     batch = (torch.randn(b, obs_dim, device=device), torch.rand(b, act_dim, device=device) * 2 - 1,
              torch.randn(b, device=device), torch.randn(b, obs_dim, device=device), torch.zeros(b, device=device))
     states = torch.randn(cli.num_envs, obs_dim, device=device)
     start = time.perf_counter()
     update = functools.partial(script.update_critic, batch, critic, critic_target, optimizer, *extra, args,
-                               sample_fn=sample_fn)
+                               sample_fn=sample_fn, chain_critic=chain_critic)
     update()
     with torch.no_grad():
         sample_fn(critic, states, act_dim, *extra, args)
     first_call_s = time.perf_counter() - start
     flops = update_flops(script, device, batch)
     update_ms, floor_ratio = update_against_matmul(update, device, cli.repeats, flops)
+    _, bf16_floor_ratio = update_against_matmul(update, device, max(3, cli.repeats // 4), flops, torch.bfloat16)
     with torch.no_grad():
         act_ms = median_ms(lambda: sample_fn(critic, states, act_dim, *extra, args), device, cli.repeats)
-    return update_ms, act_ms, first_call_s, flops, floor_ratio
+    return update_ms, act_ms, first_call_s, flops, floor_ratio, bf16_floor_ratio
 
 
-def training_sps(script, device, compiled, cli):
+def training_sps(script, device, compiled, bf16, cli):
     """Steady-state env steps/s of the real loop: the median SPS of progress intervals that start after learning."""
     args = script.Args(env_id=cli.env_id, num_envs=cli.num_envs, learning_starts=cli.sps_learning_starts,
-                       total_timesteps=cli.sps_updates * cli.num_envs, compile=compiled,
+                       total_timesteps=cli.sps_updates * cli.num_envs, compile=compiled, bf16_chain=bf16,
                        cuda=device.type == "cuda", eval_frequency=10**9, eval_episodes=cli.num_envs,
                        log_interval_s=cli.sps_interval_s, save_model=False, exp_name="bench_speed")
     out, cwd = io.StringIO(), os.getcwd()
@@ -170,6 +177,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scripts", nargs="+", default=["nclql", "lql"], choices=list(SCRIPTS))
     parser.add_argument("--paths", nargs="+", default=["eager", "compile"], choices=["eager", "compile"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                        help="bf16: --bf16-chain (needs bf16 matmul in hardware)")
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     parser.add_argument("--env-id", default="Hopper-v4")
     parser.add_argument("--obs-dim", type=int, default=11, help="Hopper-v4's")
@@ -193,17 +202,20 @@ def main():
     rows = []
     for device_name in cli.devices:
         device = torch.device(device_name)
-        gflops = matmul_gflops(device)
-        print(f"{device_name}: fp32 matmul {gflops:.0f} GFLOP/s (2048 x 2048)", flush=True)
+        gflops, bf16_gflops = matmul_gflops(device), matmul_gflops(device, torch.bfloat16)
+        print(f"{device_name}: matmul (2048 x 2048) fp32 {gflops:.0f} GFLOP/s, bf16 {bf16_gflops:.0f} GFLOP/s",
+              flush=True)
         for name in cli.scripts:
             for path in cli.paths:
-                update_ms, act_ms, first_s, flops, ratio = time_update_and_act(SCRIPTS[name], device,
-                                                                               path == "compile", cli)
-                floor_ms = flops / (gflops * 1e9) * 1e3  # at the rate measured at the start, for the table
-                rows.append({"name": name, "path": path, "device": device, "update_ms": update_ms, "act_ms": act_ms,
-                             "gflop": flops / 1e9, "floor_ms": floor_ms, "ratio": ratio, "first_s": first_s,
-                             "sps": [], "vs_sac": []})
-                print(f"  {name} {path} {device_name}: update {update_ms:.1f} ms, act {act_ms:.1f} ms", flush=True)
+                for precision in cli.precisions:
+                    update_ms, act_ms, first_s, flops, ratio, bf16_ratio = time_update_and_act(
+                        SCRIPTS[name], device, path == "compile", precision == "bf16", cli)
+                    floor_ms = flops / (gflops * 1e9) * 1e3  # at the rate measured at the start, for the table
+                    rows.append({"name": name, "path": path, "precision": precision, "device": device,
+                                 "update_ms": update_ms, "act_ms": act_ms, "gflop": flops / 1e9, "floor_ms": floor_ms,
+                                 "ratio": ratio, "bf16_ratio": bf16_ratio, "first_s": first_s, "sps": [], "vs_sac": []})
+                    print(f"  {name} {path} {precision} {device_name}: update {update_ms:.1f} ms, act {act_ms:.1f} ms",
+                          flush=True)
 
     # env steps/s, in rounds: SAC, one of ours, SAC, the next of ours, ..., SAC. This machine's speed drifts by up to
     # 30% over minutes, so each of our figures is set against the mean of the two SAC runs directly beside it.
@@ -214,8 +226,9 @@ def main():
             print(f"CleanRL SAC {sac[-1]:.1f} env steps/s", flush=True)
         for round_index in range(cli.sps_rounds):
             for row in rows:
-                row["sps"].append(training_sps(SCRIPTS[row["name"]], row["device"], row["path"] == "compile", cli))
-                print(f"round {round_index + 1}: {row['name']} {row['path']} {row['device'].type} "
+                row["sps"].append(training_sps(SCRIPTS[row["name"]], row["device"], row["path"] == "compile",
+                                               row["precision"] == "bf16", cli))
+                print(f"round {round_index + 1}: {row['name']} {row['path']} {row['precision']} {row['device'].type} "
                       f"{row['sps'][-1]:.1f} env steps/s", flush=True)
                 if cli.cleanrl_sac:
                     sac.append(cleanrl_sac_sps(cli))
@@ -226,20 +239,20 @@ def main():
     def median(values):
         return statistics.median(values) if values else float("nan")
 
-    print("\n| script | path | device | update ms | act ms | update GFLOP | floor ms | update / floor | "
-          "first call s | env steps/s | vs CleanRL SAC |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| script | path | precision | device | update ms | act ms | update GFLOP | floor ms | update / floor | "
+          "update / bf16 floor | first call s | env steps/s | vs CleanRL SAC |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         vs_sac = f"{median(row['vs_sac']):.2f}x" if row["vs_sac"] else "n/a"  # n/a: run without --cleanrl-sac
-        print(f"| {row['name']} | {row['path']} | {row['device'].type} | {row['update_ms']:.1f} | {row['act_ms']:.1f} | "
-              f"{row['gflop']:.2f} | {row['floor_ms']:.1f} | {row['ratio']:.2f}x | {row['first_s']:.0f} | "
-              f"{median(row['sps']):.1f} | {vs_sac} |")
+        print(f"| {row['name']} | {row['path']} | {row['precision']} | {row['device'].type} | {row['update_ms']:.1f} | "
+              f"{row['act_ms']:.1f} | {row['gflop']:.2f} | {row['floor_ms']:.1f} | {row['ratio']:.2f}x | "
+              f"{row['bf16_ratio']:.2f}x | {row['first_s']:.0f} | {median(row['sps']):.1f} | {vs_sac} |")
     if sac:
         print(f"\nCleanRL SAC, {cli.env_id}, one update per env step, steady state: "
               f"{', '.join(f'{x:.1f}' for x in sac)} env steps/s, in the order run")
         print(f"env steps/s and vs SAC are medians over {cli.sps_rounds} round(s); per round:")
         for row in rows:
-            print(f"  {row['name']} {row['path']} {row['device'].type}: "
+            print(f"  {row['name']} {row['path']} {row['precision']} {row['device'].type}: "
                   f"{', '.join(f'{x:.1f}' for x in row['sps'])} env steps/s = "
                   f"{', '.join(f'{x:.2f}x' for x in row['vs_sac'])} SAC")
 

@@ -32,9 +32,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: see c
 
 
 @pytest.fixture(scope="module")
-def policies():
+def trained():
+    """Each script's policy after UPDATES critic updates on the bandit, drawn by the float32 chain and by the bf16 one
+    of --bf16-chain (one training run per script)."""
+    return {name: train_and_sample(name, UPDATES, SAMPLES, seed=SEED, chains=("fp32", "bf16")) for name in
+            ("nclql", "lql")}
+
+
+@pytest.fixture(scope="module", params=["fp32", "bf16"], ids=["fp32-chain", "bf16-chain"])
+def policies(request, trained):
     """Each script's policy after UPDATES critic updates on the bandit (one training run per script)."""
-    results = {name: train_and_sample(name, UPDATES, SAMPLES, seed=SEED)[-1] for name in ("nclql", "lql")}
+    results = {name: next(r for r in measured if r["chain"] == request.param) for name, measured in trained.items()}
     print(f"\nshare of {SAMPLES} samples within {NEAR_RADIUS} of {[tuple(o) for o in OPTIMA.tolist()]} after "
           f"{UPDATES} updates (covered = share >= {COVERED_SHARE}):")
     for result in results.values():

@@ -64,7 +64,12 @@ QUAD_P = torch.tensor(np.linalg.inv(W * QUAD_COV), dtype=torch.float32)
 
 def quadratic_q(a: torch.Tensor) -> torch.Tensor:
     d = a - torch.tensor(QUAD_MEAN, dtype=a.dtype)
-    return -0.5 * ((d @ QUAD_P) * d).sum(-1)
+    return -0.5 * ((d @ QUAD_P.to(a.dtype)) * d).sum(-1)
+
+
+def in_bf16(q_fn):
+    """Q computed in bfloat16 from float32 actions, as --bf16-chain's critic does; its gradient comes back float32."""
+    return lambda a, *level: q_fn(a.to(torch.bfloat16), *level)
 
 
 def ula_moments(step_sizes: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -78,14 +83,15 @@ def ula_moments(step_sizes: list[float]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.cache
-def run_lql_quadratic(n):
+def run_lql_quadratic(n, bf16=False):
     torch.manual_seed(0)
     h, k = 1e-3, 300  # a step large enough to see its bias; 300 steps forget the init to 1.5e-4
-    return lql.langevin_sample(quadratic_q, n, 2, k, h, W, grad_norm=False), [h] * k
+    q_fn = in_bf16(quadratic_q) if bf16 else quadratic_q
+    return lql.langevin_sample(q_fn, n, 2, k, h, W, grad_norm=False), [h] * k
 
 
 @functools.cache
-def run_nclql_quadratic(n):
+def run_nclql_quadratic(n, bf16=False):
     torch.manual_seed(0)
     # Gaussian smoothing of a quadratic only lowers it by a constant, sigma^2 tr(P) / 2: each level's landscape
     # is exact. The default schedule (steps up to 1.0) would overshoot this Q to the box faces; this one is
@@ -96,15 +102,17 @@ def run_nclql_quadratic(n):
     def q_fn(a, level):
         return quadratic_q(a) - 0.5 * sigmas[level].to(a.dtype) ** 2 * trace_p
 
-    actions = nclql.annealed_langevin_sample(q_fn, n, 2, sigmas, per_level, step_lr, W, grad_norm=False)
+    actions = nclql.annealed_langevin_sample(in_bf16(q_fn) if bf16 else q_fn, n, 2, sigmas, per_level, step_lr, W,
+                                             grad_norm=False)
     steps = [step_lr * (s / sigmas[-1].item()) ** 2 for s in sigmas.tolist() for _ in range(per_level)]
     return actions, steps
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32-q", "bf16-q"])
 @pytest.mark.parametrize("run", [run_lql_quadratic, run_nclql_quadratic], ids=["lql", "nclql"])
-def test_unnormalised_chain_samples_exp_wq_up_to_the_exact_step_size_bias(run):
+def test_unnormalised_chain_samples_exp_wq_up_to_the_exact_step_size_bias(run, bf16):
     n = 40_000
-    actions, steps = run(n)
+    actions, steps = run(n, bf16)
     assert (actions.abs() < 1).all(), "a chain touched the box: the unclipped prediction does not apply"
     a = actions.double().numpy()
     mean, cov = a.mean(0), np.cov(a.T)
@@ -120,7 +128,7 @@ def test_unnormalised_chain_samples_exp_wq_up_to_the_exact_step_size_bias(run):
               f"{np.round(pred_cov[np.triu_indices(2)], 6)} (z {np.round(z_cov[np.triu_indices(2)], 1)}); "
               f"exp(wQ)'s own {np.round(QUAD_COV[np.triu_indices(2)], 6)} would be off by "
               f"z {np.round(z_boltzmann[np.triu_indices(2)], 1)}; last step {steps[-1]:g}, n {n}")
-    print(f"\n[{run.__name__}] {figure}")
+    print(f"\n[{run.__name__}, {'bf16' if bf16 else 'fp32'} Q] {figure}")
     assert np.abs(z_mean).max() < Z, figure
     assert np.abs(z_cov).max() < Z, figure
 
@@ -178,9 +186,10 @@ def laplace_cdf(w):
     return cdf
 
 
-@pytest.mark.parametrize("regime, curvature, seed", [
-    ("large_step_uniform_blur", 1.0, 0), ("large_step_uniform_blur", 50.0, 1), ("small_step_laplace", 1.0, 2)])
-def test_normalised_chain_samples_a_law_set_by_the_argmax_alone(regime, curvature, seed):
+@pytest.mark.parametrize("regime, curvature, seed, bf16", [
+    ("large_step_uniform_blur", 1.0, 0, False), ("large_step_uniform_blur", 50.0, 1, False),
+    ("small_step_laplace", 1.0, 2, False), ("large_step_uniform_blur", 1.0, 3, True)])
+def test_normalised_chain_samples_a_law_set_by_the_argmax_alone(regime, curvature, seed, bf16):
     torch.manual_seed(seed)  # a different seed per case: each is an independent draw from the same law
     if regime == "large_step_uniform_blur":
         n, w, h, steps = 40_000, W, 1e-3, 200  # arrival takes ~5 steps of c = 0.25
@@ -194,14 +203,15 @@ def test_normalised_chain_samples_a_law_set_by_the_argmax_alone(regime, curvatur
     def q_fn(a):
         return -0.5 * curvature * ((a - A_STAR) ** 2).sum(-1)
 
-    actions = lql.langevin_sample(q_fn, n, 1, steps, h, w, grad_norm=True)
+    actions = lql.langevin_sample(in_bf16(q_fn) if bf16 else q_fn, n, 1, steps, h, w, grad_norm=True)
     assert (actions.abs() < 1).all(), "a chain touched the box: the unclipped law does not apply"
     a = actions[:, 0].double().numpy()
     x = a - a.mean()
     se_mean, se_var = a.std() / math.sqrt(n), (x**2).std() / math.sqrt(n)
     z_mean, z_var = (a.mean() - A_STAR) / se_mean, (a.var() - pred_var) / se_var
     ks, bound = ks_distance(a, cdf), dkw_bound(n)
-    figure = (f"{regime}, Q = -{curvature:g} (a - {A_STAR})^2 / 2, w {w:g}, h {h:g}: law {law}; "
+    figure = (f"{regime}, Q = -{curvature:g} (a - {A_STAR})^2 / 2 in {'bf16' if bf16 else 'fp32'}, w {w:g}, h {h:g}: "
+              f"law {law}; "
               f"mean {a.mean():.4f} (z {z_mean:+.1f}), sd {a.std():.4f} vs {math.sqrt(pred_var):.4f} "
               f"(var z {z_var:+.1f}), KS {ks:.4f} vs DKW bound {bound:.4f}; exp(wQ) would have sd "
               f"{1 / math.sqrt(w * curvature):.4f}; n {n}")

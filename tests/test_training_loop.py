@@ -78,6 +78,16 @@ def test_compile_without_a_cpp_compiler_stops_before_anything_starts(script, tmp
     assert not os.path.exists(tmp_path / "runs")
 
 
+def test_bf16_chain_without_bf16_hardware_stops_before_anything_starts(script, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    code = script.main(TINY + ["--bf16-chain", "--no-cuda"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--bf16-chain needs bf16 matmul" in err, (code, err)
+    assert not os.path.exists(tmp_path / "runs")
+
+
 def test_bad_input_through_a_real_command_line(script, tmp_path):
     """The same contract for a user at a shell: one line on stderr, exit code 2, no traceback, no runs/."""
     result = subprocess.run([sys.executable, script_path(script), "--env-id", "Pendulum-v99"], cwd=tmp_path,
@@ -141,7 +151,9 @@ def test_hopper_end_to_end_through_the_command_line(script, tmp_path):
     assert glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
     checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
     assert checkpoint["global_step"] == 1005 and checkpoint["args"]["env_id"] == "Hopper-v4"
-    assert set(checkpoint) == {"critic", "critic_target", "optimizer", "args", "global_step"}
+    assert set(checkpoint) == {"algorithm", "args", "critic", "critic_target", "optimizer", "global_step", "learning_step",
+                               "num_updates", "last_eval_step", "eval_returns", "rng", "replay_buffer"}
+    assert checkpoint["replay_buffer"] is None  # --save-buffer is off by default
     # One update per vector step after the warm-up, from env step 505 to 1005 with 5 envs (the authors' `<=`): 101
     # updates, each one Adam step per loss
     # (NC-LQL: TD and smoothing; LQL: TD).

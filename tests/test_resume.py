@@ -1,0 +1,189 @@
+"""Claims about --resume and --eval-checkpoint, for both scripts (the `script` fixture in conftest.py)."""
+import dataclasses
+import glob
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+# Counter-v0 with 2 envs: 20 warm-up env steps, then one update per vector step, an evaluation every 16 learning steps.
+COUNTER = dict(env_id="tests.fake_envs:Counter-v0", num_envs=2, learning_starts=20, eval_frequency=16,
+               eval_episodes=2, batch_size=16)
+
+
+def script_path(script):
+    return os.path.join(ROOT, os.path.basename(script.__file__))
+
+
+def finished_run(script, tmp_path, monkeypatch, **overrides):
+    """A short run to its end, in tmp_path; returns its summary and checkpoint path."""
+    monkeypatch.chdir(tmp_path)
+    summary = script.train(script.Args(**{**COUNTER, "total_timesteps": 40, **overrides}))
+    assert summary["exit_code"] == 0
+    return summary, summary["checkpoint"]
+
+
+def test_a_run_stopped_by_sigterm_resumes_where_it_stopped(script, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    options = [f"--{name.replace('_', '-')}={value}" for name, value in COUNTER.items()]
+    process = subprocess.Popen([sys.executable, script_path(script), *options, "--total-timesteps", "100000000",
+                                "--save-buffer", "--log-interval-s", "0.2"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and "eval" not in (line := process.stdout.readline()):
+        assert line or process.poll() is None, process.stderr.read()
+    process.terminate()  # SIGTERM
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
+    saved = torch.load(path, weights_only=True)
+    stopped_at, saved_updates = saved["global_step"], saved["num_updates"]
+    assert saved["replay_buffer"]["size"] == stopped_at > 20 and saved["eval_returns"], saved["eval_returns"]
+
+    # Resume in-process, to a total the stopped run had not reached; check what the first action and update find.
+    first_update, first_action = {}, {}
+    real_update, real_sample = script.update_critic, script.sample_actions
+
+    def spy_sample(*args, **kwargs):
+        first_action.setdefault("rng", torch.get_rng_state())
+        return real_sample(*args, **kwargs)
+
+    def spy_update(batch, critic, critic_target, optimizer, *rest, **kwargs):
+        if not first_update:
+            first_update["critic"] = {k: v.clone() for k, v in critic.state_dict().items()}
+            first_update["target"] = {k: v.clone() for k, v in critic_target.state_dict().items()}
+            adam_states = optimizer.state_dict()["state"].values()
+            first_update["adam"] = [{k: v.clone() for k, v in state.items()} for state in adam_states]
+        return real_update(batch, critic, critic_target, optimizer, *rest, **kwargs)
+
+    monkeypatch.setattr(script, "update_critic", spy_update)
+    monkeypatch.setattr(script, "sample_actions", spy_sample)
+    monkeypatch.chdir(tmp_path)
+    total = stopped_at - 20 + 40  # 40 learning steps (20 updates) more than where it stopped
+    args = dataclasses.replace(script.Args(**saved["args"]), resume=path, total_timesteps=total, save_buffer=True)
+    summary = script.train(args)
+    assert summary["exit_code"] == 0
+
+    for name in ("critic", "critic_target"):
+        key = "critic" if name == "critic" else "target"
+        assert all(torch.equal(first_update[key][k], v) for k, v in saved[name].items()), f"{name} not restored"
+    saved_adam = list(saved["optimizer"]["state"].values())
+    assert all(torch.equal(first_update["adam"][i][k], v) for i, s in enumerate(saved_adam) for k, v in s.items())
+    assert torch.equal(first_action["rng"], saved["rng"]["torch"]), "torch's random state not restored"
+    n = saved["replay_buffer"]["size"]
+    for field in ("obs", "next_obs", "actions", "rewards", "terminated"):
+        assert torch.equal(getattr(summary["replay_buffer"], field)[:n], saved["replay_buffer"][field]), field
+
+    # The counters and the evaluation schedule continue as in a run that was never stopped.
+    monkeypatch.undo()
+    (tmp_path / "straight").mkdir()
+    monkeypatch.chdir(tmp_path / "straight")
+    straight = script.train(script.Args(**{**COUNTER, "total_timesteps": total, "save_model": False}))
+    assert summary["run_dir"] == os.path.dirname(path)
+    assert summary["global_step"] == straight["global_step"] and summary["num_updates"] == straight["num_updates"]
+    assert summary["num_updates"] > saved_updates
+    eval_steps = [step for step, _ in summary["eval_returns"]]
+    assert eval_steps == [step for step, _ in straight["eval_returns"]], eval_steps
+    # TensorBoard: one curve on one x-axis, each evaluation once, across the two runs' event files.
+    events = EventAccumulator(summary["run_dir"]).Reload()
+    assert [event.step for event in events.Scalars("eval/episodic_return")] == eval_steps
+
+
+def test_resuming_without_the_buffer_refills_it_with_the_policy_before_updating(script, tmp_path, monkeypatch,
+                                                                                capsys):
+    summary, path = finished_run(script, tmp_path, monkeypatch)
+    saved = torch.load(path, weights_only=True)
+    assert saved["replay_buffer"] is None  # --save-buffer is off by default
+    args = dataclasses.replace(script.Args(**saved["args"]), resume=path, total_timesteps=60)
+    resumed = script.train(args)
+    out = capsys.readouterr().out
+    assert "no replay buffer saved: refilling 20 transitions with the policy" in out, out
+    # 20 refilled transitions (uncounted) and 10 more vector steps, each with one update.
+    assert resumed["global_step"] == saved["global_step"] + 20 and resumed["replay_buffer"].size == 20 + 20
+    assert resumed["num_updates"] == saved["num_updates"] + 10
+
+
+@pytest.mark.parametrize("option, value", [("--w", "300"), ("--env-id", "tests.fake_envs:NaNReward-v0"),
+                                           ("--batch-size", "8"), ("--seed", "7")])
+def test_resuming_with_a_changed_method_option_is_refused(script, option, value, tmp_path, monkeypatch, capsys):
+    _, path = finished_run(script, tmp_path, monkeypatch)
+    before = {f: os.path.getmtime(f) for f in glob.glob(str(tmp_path / "runs" / "*" / "*"))}
+    code = script.main(["--resume", path, option, value])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: {option} is "), err
+    assert before == {f: os.path.getmtime(f) for f in glob.glob(str(tmp_path / "runs" / "*" / "*"))}, "wrote"
+
+
+def test_resume_may_change_the_length_and_takes_the_rest_from_the_checkpoint(script, tmp_path, monkeypatch):
+    summary, path = finished_run(script, tmp_path, monkeypatch, w=300.0)
+    # `--resume PATH --total-timesteps N` alone: w = 300 comes from the checkpoint, not the default.
+    assert script.main(["--resume", path, "--total-timesteps", "60", "--save-buffer"]) == 0
+    resumed = torch.load(path, weights_only=True)
+    assert resumed["args"]["w"] == 300.0 and resumed["args"]["total_timesteps"] == 60
+    assert resumed["global_step"] == summary["global_step"] + 20
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--eval-checkpoint"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not a checkpoint", "other script"])
+def test_a_bad_checkpoint_is_refused_with_exit_2_and_nothing_written(script, flag, damage, tmp_path, monkeypatch,
+                                                                     capsys):
+    _, path = finished_run(script, tmp_path, monkeypatch)
+    bad = str(tmp_path / "bad.pt")
+    if damage == "truncated":
+        data = open(path, "rb").read()
+        open(bad, "wb").write(data[: len(data) // 2])
+    elif damage == "not a checkpoint":
+        open(bad, "w").write("hello")
+    elif damage == "other script":
+        checkpoint = torch.load(path, weights_only=True)
+        checkpoint["algorithm"] = "lql" if checkpoint["algorithm"] == "nclql" else "nclql"
+        torch.save(checkpoint, bad)
+    listing = sorted(glob.glob(str(tmp_path / "**"), recursive=True))
+    code = script.main([flag, bad])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and "bad.pt" in err, err
+    assert sorted(glob.glob(str(tmp_path / "**"), recursive=True)) == listing, "something was written"
+
+
+def test_a_checkpoint_is_replaced_atomically(script, tmp_path, monkeypatch):
+    _, path = finished_run(script, tmp_path, monkeypatch)
+    good = torch.load(path, weights_only=True)
+    real_save = torch.save
+
+    def save_then_die(obj, file):  # a kill in the middle of writing the next checkpoint
+        real_save(obj, file)
+        with open(file, "r+b") as f:
+            f.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        script.save_checkpoint(path, {**good, "global_step": -1})
+    assert torch.load(path, weights_only=True)["global_step"] == good["global_step"], "the last good one survives"
+
+
+def test_evaluating_a_checkpoint_repeats_the_runs_own_evaluation(script, tmp_path, monkeypatch, capsys):
+    # Hopper: returns depend on the actions. The one evaluation, on reaching --total-timesteps 51, falls on the last
+    # vector step (learning step 52), so the final checkpoint holds the critic that evaluation used.
+    summary, path = finished_run(script, tmp_path, monkeypatch, env_id="Hopper-v4", learning_starts=100,
+                                 total_timesteps=51, eval_frequency=1000, eval_episodes=3, batch_size=64)
+    (step, run_return), = summary["eval_returns"]
+    saved_args = script.Args(**torch.load(path, weights_only=True)["args"])
+    returns = script.evaluate_checkpoint(dataclasses.replace(saved_args, eval_checkpoint=path))["returns"]
+    assert returns.mean() == run_return, f"run's evaluation {run_return}, the checkpoint's {returns}"
+    listing = sorted(glob.glob(str(tmp_path / "**"), recursive=True))
+    assert script.main(["--eval-checkpoint", path]) == 0
+    out = capsys.readouterr().out
+    assert f"return {run_return:.1f} +- " in out and "min " in out and "max " in out, out
+    assert sorted(glob.glob(str(tmp_path / "**"), recursive=True)) == listing, "--eval-checkpoint wrote something"
+    # The sampler may be studied at test time: more particles change the returns, not the critic.
+    assert script.main(["--eval-checkpoint", path, "--num-particles", "4"]) == 0
+    assert "over 3 episodes" in capsys.readouterr().out
+    # Options that define the network may not change.
+    assert script.main(["--eval-checkpoint", path, "--env-id", "Walker2d-v4"]) == 2
