@@ -53,7 +53,7 @@ class Args:
     line are the checkpoint's, and only the run's length, evaluation, logging and speed options may differ"""
     eval_checkpoint: str | None = None
     """evaluate this checkpoint's critic for --eval-episodes episodes and exit, training nothing (the sampler's
-    --num-particles, --w, --steps-per-level and --q-grad-norm may differ from the run's)"""
+    --num-particles, --w, --langevin-steps and --q-grad-norm may differ from the run's)"""
     compile: bool = False
     """fast path: torch.compile the Langevin chain (same actions within 1e-5; each batch shape compiles once, ~1 min)"""
     bf16_chain: bool = False
