@@ -510,7 +510,7 @@ def train(args: Args) -> dict:
         check_same_options(args, checkpoint["args"], [name for name in checkpoint["args"] if name not in
                                                       RESUME_MAY_CHANGE])
     # A resumed run writes on into its own folder; TensorBoard drops what the stopped run logged after its checkpoint.
-    run_dir = os.path.dirname(args.resume) if args.resume else \
+    run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
         f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_name = os.path.basename(run_dir)
     if args.track:

@@ -129,6 +129,15 @@ def test_resume_may_change_the_length_and_takes_the_rest_from_the_checkpoint(scr
     assert resumed["global_step"] == summary["global_step"] + 20
 
 
+def test_a_checkpoint_named_from_inside_its_folder_resumes_there(script, tmp_path, monkeypatch):
+    summary, path = finished_run(script, tmp_path, monkeypatch)
+    path = os.path.abspath(path)
+    monkeypatch.chdir(os.path.dirname(path))
+    assert script.main(["--resume", "checkpoint.pt", "--total-timesteps", "60"]) == 0
+    assert torch.load(path, weights_only=True)["global_step"] == summary["global_step"] + 20
+    assert len(glob.glob(os.path.join(os.path.dirname(path), "events.out.tfevents.*"))) == 2  # one per run
+
+
 @pytest.mark.parametrize("flag", ["--resume", "--eval-checkpoint"])
 @pytest.mark.parametrize("damage", ["missing", "truncated", "not a checkpoint", "other script"])
 def test_a_bad_checkpoint_is_refused_with_exit_2_and_nothing_written(script, flag, damage, tmp_path, monkeypatch,
