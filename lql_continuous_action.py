@@ -487,6 +487,8 @@ def load_checkpoint(path: str) -> dict:
     if not isinstance(checkpoint, dict) or checkpoint.get("algorithm") != "lql":
         found = checkpoint.get("algorithm", "no algorithm named") if isinstance(checkpoint, dict) else "no dict"
         raise UsageError(f"{path} is not a checkpoint of {os.path.basename(__file__)} (it holds {found})")
+    if set(checkpoint["args"]) != {field.name for field in dataclasses.fields(Args)}:
+        raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (other options)")
     return checkpoint
 
 
@@ -529,7 +531,8 @@ def train(args: Args) -> dict:
     device = training_device(args)
 
     envs = make_vector_env(args.env_id, args.num_envs, args.seed, False, run_name)
-    eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, f"{run_name}/eval")
+    video_folder = f"{run_name}/eval" + (f"_from_{checkpoint['global_step']}" if checkpoint else "")  # no overwrites
+    eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, video_folder)
 
     activation = mish_one_exp if args.compile else F.mish
     critic = TwinCritic(obs_dim, act_dim, activation=activation).to(device)
@@ -588,7 +591,9 @@ def train(args: Args) -> dict:
                 summary["checkpoint"] = path
 
     def run_evaluation():
+        nonlocal last_eval_step
         returns = evaluate(eval_envs, act_fn, device, args.eval_seed)
+        last_eval_step = learning_step  # only once it has run: a run stopped during it evaluates again on resume
         writer.add_scalar("eval/episodic_return", returns.mean(), global_step)
         eval_returns.append((global_step, float(returns.mean())))
         print(f"eval   step {global_step:>9,}: return {returns.mean():8.1f} +- {returns.std():6.1f} "
@@ -603,7 +608,8 @@ def train(args: Args) -> dict:
     # A resumed run starts fresh episodes (the simulators' state is not saved). Without its replay buffer it first
     # collects as many transitions with the policy as its warm-up had, without updates and without counting them.
     start_iteration = global_step // args.num_envs
-    refill_iterations = min(start_iteration, warmup_iterations) if checkpoint and rb.size == 0 else 0
+    refill_iterations = min(start_iteration, warmup_iterations) \
+        if checkpoint and rb.size == 0 and start_iteration < num_iterations else 0
     if checkpoint:
         print(f"resumed {args.resume} at env step {global_step:,} ({num_updates:,} updates)" + (
             f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with the policy "
@@ -624,7 +630,7 @@ def train(args: Args) -> dict:
             # STEP ENV
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             global_step += 0 if refill else args.num_envs
-            if "episode" in infos.get("final_info", {}):
+            if "episode" in infos.get("final_info", {}) and not refill:
                 for i in np.flatnonzero(infos["final_info"]["_episode"]):
                     episode = infos["final_info"]["episode"]
                     recent_returns.append(float(episode["r"][i]))
@@ -658,14 +664,13 @@ def train(args: Args) -> dict:
             # learning step 0), and once on reaching total_timesteps if the schedule has no evaluation there
             if (learning_step - last_eval_step >= args.eval_frequency
                     or last_eval_step < args.total_timesteps <= learning_step):
-                last_eval_step = learning_step
                 run_evaluation()
 
             # PROGRESS LINE
             now = time.time()
             if now - last_log_time >= args.log_interval_s:
                 sps = (global_step - last_log_step) / (now - last_log_time)
-                eta = (total_env_steps - global_step) / max(sps, 1e-9)
+                eta = (total_env_steps - global_step) / sps if sps > 0 else 0.0
                 last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
                 print(f"step {global_step:>9,}/{total_env_steps:,} | SPS {sps:6.1f} | updates {num_updates:,} | "
                       f"return (last 10) {last_return} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}", flush=True)
@@ -717,6 +722,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume or args.eval_checkpoint:
             # Options not on the command line are the checkpoint's, so `--resume PATH` alone continues the run.
             saved = load_checkpoint(args.resume or args.eval_checkpoint)["args"]
+            saved |= {"resume": None, "eval_checkpoint": None}  # a resumed run's checkpoint names its own --resume
+            if args.eval_checkpoint:  # evaluating needs none of the run's logging or training speed options
+                saved |= {"track": False, "capture_video": False, "bf16_chain": False}
             args = tyro.cli(Args, args=argv, default=Args(**saved))
         return (evaluate_checkpoint(args) if args.eval_checkpoint else train(args))["exit_code"]
     except UsageError as e:

@@ -127,6 +127,9 @@ def test_resume_may_change_the_length_and_takes_the_rest_from_the_checkpoint(scr
     resumed = torch.load(path, weights_only=True)
     assert resumed["args"]["w"] == 300.0 and resumed["args"]["total_timesteps"] == 60
     assert resumed["global_step"] == summary["global_step"] + 20
+    # A resumed run's checkpoint can be evaluated and resumed again (its saved options name the first --resume).
+    assert script.main(["--eval-checkpoint", path]) == 0
+    assert script.main(["--resume", path, "--total-timesteps", "80"]) == 0
 
 
 def test_a_checkpoint_named_from_inside_its_folder_resumes_there(script, tmp_path, monkeypatch):
@@ -139,7 +142,7 @@ def test_a_checkpoint_named_from_inside_its_folder_resumes_there(script, tmp_pat
 
 
 @pytest.mark.parametrize("flag", ["--resume", "--eval-checkpoint"])
-@pytest.mark.parametrize("damage", ["missing", "truncated", "not a checkpoint", "other script"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not a checkpoint", "other script", "other version"])
 def test_a_bad_checkpoint_is_refused_with_exit_2_and_nothing_written(script, flag, damage, tmp_path, monkeypatch,
                                                                      capsys):
     _, path = finished_run(script, tmp_path, monkeypatch)
@@ -152,6 +155,10 @@ def test_a_bad_checkpoint_is_refused_with_exit_2_and_nothing_written(script, fla
     elif damage == "other script":
         checkpoint = torch.load(path, weights_only=True)
         checkpoint["algorithm"] = "lql" if checkpoint["algorithm"] == "nclql" else "nclql"
+        torch.save(checkpoint, bad)
+    elif damage == "other version":  # a checkpoint whose options this version does not know
+        checkpoint = torch.load(path, weights_only=True)
+        checkpoint["args"]["an_option_from_elsewhere"] = 1
         torch.save(checkpoint, bad)
     listing = sorted(glob.glob(str(tmp_path / "**"), recursive=True))
     code = script.main([flag, bad])

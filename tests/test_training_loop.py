@@ -151,8 +151,8 @@ def test_hopper_end_to_end_through_the_command_line(script, tmp_path):
     assert glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
     checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
     assert checkpoint["global_step"] == 1005 and checkpoint["args"]["env_id"] == "Hopper-v4"
-    assert set(checkpoint) == {"algorithm", "args", "critic", "critic_target", "optimizer", "global_step", "learning_step",
-                               "num_updates", "last_eval_step", "eval_returns", "rng", "replay_buffer"}
+    assert set(checkpoint) == {"algorithm", "args", "critic", "critic_target", "optimizer", "global_step",
+                               "learning_step", "num_updates", "last_eval_step", "eval_returns", "rng", "replay_buffer"}
     assert checkpoint["replay_buffer"] is None  # --save-buffer is off by default
     # One update per vector step after the warm-up, from env step 505 to 1005 with 5 envs (the authors' `<=`): 101
     # updates, each one Adam step per loss
