@@ -1,11 +1,9 @@
 # Langevin Q-Learning (LQL), single file, CleanRL style.
 # Paper: "Direct Soft-Policy Sampling via Langevin Dynamics", Ki, Ahn, Kim, Lee, arXiv 2602.07873.
-# There is no actor network: the policy is pi(a|s) ~ exp(w Q(s,a)), sampled by plain Langevin dynamics
-# on an ordinary twin critic. The authors released no LQL code: this is NC-LQL (nclql_continuous_action.py)
-# without noise conditioning, with the same protocol.
+# No actor network: the policy pi(a|s) ~ exp(w Q(s,a)) is sampled by plain Langevin dynamics on an ordinary twin
+# critic. The authors released no LQL code: this is NC-LQL without noise conditioning, with the same protocol.
 import copy
 import dataclasses
-import functools
 import importlib.util
 import math
 import os
@@ -26,139 +24,49 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """if toggled, cuda will be used when available"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases (needs `pip install wandb`)"""
-    wandb_project_name: str = "lql"
-    """the wandb's project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    capture_video: bool = False
-    """whether to record videos of evaluation episodes to `videos/` (needs `pip install moviepy`)"""
-    save_model: bool = True
-    """whether to save a checkpoint to `runs/{run_name}` at each evaluation, at the end and on Ctrl-C"""
-    save_buffer: bool = False
-    """also save the replay buffer's filled part in each checkpoint, so that --resume continues learning where it
-    stopped: 4 bytes per float, (2 obs_dim + act_dim + 2) floats per transition (Hopper-v4: 27, 108 MB at 1M;
-    Humanoid-v4: about 770, 3 GB at 1M)"""
-    resume: str | None = None
-    """continue the run saved in this checkpoint (of this script) in its runs/ folder; options not given on the command
-    line are the checkpoint's, and only the run's length, evaluation, logging and speed options may differ"""
-    eval_checkpoint: str | None = None
-    """evaluate this checkpoint's critic for --eval-episodes episodes and exit, training nothing (the sampler's
-    --num-particles, --w, --langevin-steps and --q-grad-norm may differ from the run's)"""
-    compile: bool = False
-    """fast path: torch.compile the Langevin chain (same actions within 1e-5; each batch shape compiles once, ~1 min)"""
-    bf16_chain: bool = False
-    """fast path: draw the TD target's a' on a bfloat16 copy of the critic (needs bf16 matmul: a CPU with AVX512-BF16
-    or AMX, or a CUDA GPU); acting, evaluation and the Adam step stay float32"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # if toggled, cuda will be used when available
+    track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
+    wandb_project_name: str = "lql"  # the wandb's project name
+    wandb_entity: str | None = None  # the entity (team) of wandb's project
+    capture_video: bool = False  # record videos of evaluation episodes to `videos/` (needs `pip install moviepy`)
+    save_model: bool = True  # save a checkpoint in `runs/{run_name}` at each evaluation, at the end, on Ctrl-C or kill
+    save_buffer: bool = False  # also save the replay buffer, so that --resume goes on exactly (Hopper-v4: 108 MB)
+    resume: str | None = None  # continue this checkpoint's run; options not given are the checkpoint's
+    eval_checkpoint: str | None = None  # evaluate this checkpoint for --eval-episodes episodes and exit
+    compile: bool = False  # fast path: torch.compile the Langevin chain and the critics (~1 min per batch shape)
+    bf16_chain: bool = False  # fast path: draw the TD target's a' on a bfloat16 copy of the critic (bf16 hardware)
 
     # Environment and protocol
-    env_id: str = "Hopper-v4"
-    """the id of the environment (a gymnasium id with a Box action space)"""
-    total_timesteps: int = 5_000_000
-    """env steps AFTER the warm-up (the authors' total_step); tensorboard's x-axis counts all env steps, warm-up too.
-    As in the authors' loop (while steps <= total): learning_starts + total_timesteps + num_envs env steps in all,
-    total_timesteps / num_envs + 1 updates. Defaults: 5,030,005 env steps, 1,000,001 updates."""
-    num_envs: int = 5
-    """the number of parallel environments; one update is made per vector step"""
-    buffer_size: int = 1_000_000
-    """the replay memory buffer size"""
-    batch_size: int = 256
-    """the batch size of sample from the replay memory"""
-    learning_starts: int = 30_000
-    """env steps of uniform-random actions before learning starts (whole vector steps), not in --total-timesteps"""
-    eval_frequency: int = 125_000
-    """evaluate every this many env steps after the warm-up, and on reaching --total-timesteps if off this schedule.
-    At the defaults: the authors' 40 evaluations, after 25,000, 50,000, ..., 1,000,000 updates."""
-    eval_episodes: int = 20
-    """the number of evaluation episodes (run in parallel, one per evaluation env)"""
-    eval_seed: int = 0
-    """evaluation env i is seeded eval_seed + i in every run, whatever --seed (the authors evaluate on seed 0)"""
-    log_interval_s: float = 10.0
-    """seconds between progress lines on the console"""
+    env_id: str = "Hopper-v4"  # the id of the environment (a gymnasium id with a Box action space)
+    total_timesteps: int = 5_000_000  # env steps after the warm-up, as the authors count (README: steps)
+    num_envs: int = 5  # the number of parallel environments; one update is made per vector step
+    buffer_size: int = 1_000_000  # the replay memory buffer size
+    batch_size: int = 256  # the batch size of sample from the replay memory
+    learning_starts: int = 30_000  # env steps of uniform-random actions before learning starts
+    eval_frequency: int = 125_000  # evaluate every this many env steps after the warm-up, and at --total-timesteps
+    eval_episodes: int = 20  # the number of evaluation episodes (run in parallel, one per evaluation env)
+    eval_seed: int = 0  # evaluation env i is seeded eval_seed + i in every run, as the authors' evaluator
+    log_interval_s: float = 10.0  # seconds between progress lines on the console
 
     # Critic learning
-    gamma: float = 0.99
-    """the discount factor gamma"""
-    tau: float = 0.005
-    """target smoothing coefficient (Polyak)"""
-    learning_rate: float = 1e-4
-    """the learning rate of the Adam optimizer of the critics"""
-    reward_scale: float = 0.2
-    """rewards are multiplied by this before the TD target"""
+    gamma: float = 0.99  # the discount factor gamma
+    tau: float = 0.005  # target smoothing coefficient (Polyak)
+    learning_rate: float = 1e-4  # the learning rate of the Adam optimizer of the critics
+    reward_scale: float = 0.2  # rewards are multiplied by this before the TD target
 
     # Langevin sampler
-    langevin_steps: int = 20
-    """K: Langevin steps per action (20 = the cost of NC-LQL's 10 levels x 2 steps)"""
-    langevin_step_size: float = 1e-4
-    """alpha: the fixed step size of every Langevin step (chosen by tests/sweep_lql_step_size.py, see README)"""
-    w: float = 500.0
-    """inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a))"""
-    q_grad_norm: bool = True
-    """normalise grad_a Q to unit length per sample (the authors' default; off = exact Boltzmann chain)"""
-    num_particles: int = 1
-    """N chains per state; the action with the highest min(Q1, Q2) at the clean level is kept"""
-
-
-class UsageError(ValueError):
-    """Bad input from the user: reported as one line on stderr, exit code 2, nothing written."""
-
-
-def training_device(args: Args) -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-
-
-def validate_args(args: Args) -> None:
-    """Reject impossible hyperparameters before anything is created."""
-    # First: every comparison with nan is False and inf passes "> 0", so the checks below would let them through.
-    for field in dataclasses.fields(args):
-        value = getattr(args, field.name)
-        if field.type is float and not math.isfinite(value):
-            raise UsageError(f"--{field.name.replace('_', '-')} is not a finite number: {value}")
-    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
-                "langevin_steps", "num_particles", "learning_rate", "langevin_step_size", "log_interval_s"]
-    for name in positive:
-        if not getattr(args, name) > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not args.w > 0:
-        raise UsageError(f"--w must be positive (the policy is exp(w Q): w <= 0 ignores or minimises Q), got {args.w}")
-    for name in ["learning_starts", "seed", "eval_seed"]:  # gymnasium refuses negative seeds
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.batch_size > args.buffer_size:
-        raise UsageError(f"--batch-size ({args.batch_size}) cannot exceed --buffer-size ({args.buffer_size})")
-    if not 0.0 <= args.gamma <= 1.0 or not 0.0 < args.tau <= 1.0:
-        raise UsageError(f"need 0 <= --gamma <= 1 and 0 < --tau <= 1, got gamma={args.gamma}, tau={args.tau}")
-    if args.resume and args.eval_checkpoint:
-        raise UsageError("--resume and --eval-checkpoint exclude each other: give one")
-    if args.track and importlib.util.find_spec("wandb") is None:
-        raise UsageError("--track needs Weights & Biases: `pip install wandb`, or drop --track")
-    if args.capture_video and importlib.util.find_spec("moviepy") is None:
-        raise UsageError("--capture-video needs moviepy: `pip install moviepy`, or drop --capture-video")
-    # On CPU, inductor builds --compile's kernels with g++; without it the run would fail at its first update, after
-    # the whole warm-up.
-    on_cpu = training_device(args).type == "cpu"
-    if args.bf16_chain and not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-                                if on_cpu else torch.cuda.is_bf16_supported()):
-        raise UsageError("--bf16-chain needs bf16 matmul in hardware (CPU flags avx512_bf16 or amx_bf16, or a CUDA GPU "
-                         "with bf16), which this machine lacks: drop --bf16-chain")
-    if args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None:
-        raise UsageError("--compile on CPU needs a C++ compiler and g++ is not on PATH: install it (e.g. `apt install "
-                         "g++`), or drop --compile")
+    langevin_steps: int = 20  # K: Langevin steps per action (20 = the cost of NC-LQL's 10 levels x 2 steps)
+    step_lr: float = 1e-4  # alpha: the step size of every Langevin step (README: LQL's step size)
+    w: float = 500.0  # inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a))
+    q_grad_norm: bool = True  # normalise grad_a Q to unit length per sample (off: the exact Boltzmann chain)
+    num_particles: int = 1  # N chains per state; the action with the highest min(Q1, Q2) is kept
 
 
 # ENVIRONMENT
 def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: str):
-    """Return a thunk making one env: episode statistics recorded, actions in [-1, 1] rescaled to its bounds."""
-
     def thunk():
         if capture_video and idx == 0:
             env = gym.make(env_id, render_mode="rgb_array")
@@ -166,282 +74,12 @@ def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: st
         else:
             env = gym.make(env_id)
         env = gym.wrappers.RecordEpisodeStatistics(env)
-        # The sampler lives in [-1, 1]^act_dim; e.g. Humanoid's true bounds are +-0.4.
-        unit = np.ones(env.action_space.shape, dtype=np.float32)
+        unit = np.ones(env.action_space.shape, dtype=np.float32)  # the sampler lives in [-1, 1]^act_dim
         env = gym.wrappers.RescaleAction(env, min_action=-unit, max_action=unit)
         env.action_space.seed(seed)
         return env
 
     return thunk
-
-
-def check_env(env_id: str) -> tuple[int, int]:
-    """Make the env once and check that this method applies to it; return (obs_dim, act_dim)."""
-    try:
-        env = gym.make(env_id)
-    except (gym.error.Error, ImportError) as e:
-        raise UsageError(f"cannot make env {env_id!r}: {e} (list the ids with `python -c \"import gymnasium; "
-                         f"gymnasium.pprint_registry()\"`)") from None
-    obs_space, act_space = env.observation_space, env.action_space
-    env.close()
-    if not isinstance(act_space, gym.spaces.Box):
-        raise UsageError(f"{env_id} has a {type(act_space).__name__} action space; Langevin sampling needs a "
-                         f"continuous Box action space (e.g. Hopper-v4)")
-    if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
-        raise UsageError(f"{env_id} has unbounded action bounds {act_space.low}..{act_space.high}; "
-                         f"the sampler needs finite bounds to rescale [-1, 1] onto")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise UsageError(f"{env_id} has observations {obs_space}; this script needs flat vector observations "
-                         f"(wrap the env with gymnasium.wrappers.FlattenObservation)")
-    return obs_space.shape[0], act_space.shape[0]
-
-
-# NETWORKS
-class EnsembleLinear(nn.Module):
-    """`num_members` independent linear layers run as one batched matmul: Q1 and Q2 in a single call."""
-
-    def __init__(self, num_members: int, in_features: int, out_features: int):
-        super().__init__()
-        # Haiku's default init, as in the authors' code: truncated normal, std 1/sqrt(fan_in), zero bias.
-        std = 1.0 / math.sqrt(in_features)
-        self.weight = nn.Parameter(nn.init.trunc_normal_(torch.empty(num_members, in_features, out_features),
-                                                         std=std, a=-2 * std, b=2 * std))
-        self.bias = nn.Parameter(torch.zeros(num_members, 1, out_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (num_members, batch, in_features) -> (num_members, batch, out_features)
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class TwinCritic(nn.Module):
-    """Q1(s, a) and Q2(s, a), each: concat(obs, action) -> 3 x 256 mish -> scalar.
-
-    fc1 is linear, so on the concatenated input it is a sum of two terms, one per part:
-        fc1([s, a]) = (W_s s + b) + W_a a
-    The Langevin chain moves only a: it computes the first term (the "context") once per call and each step adds
-    W_a a (see sample_actions). forward() computes the same sum in one go.
-    """
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, activation=F.mish):
-        super().__init__()
-        self.activation = activation
-        self.obs_dim = obs_dim
-        # fc1's input rows are [obs | action]: its weight's row blocks are W_s and W_a.
-        self.fc1 = EnsembleLinear(2, obs_dim + act_dim, hidden_dim)
-        self.fc2 = EnsembleLinear(2, hidden_dim, hidden_dim)
-        self.fc3 = EnsembleLinear(2, hidden_dim, hidden_dim)
-        self.fc_out = EnsembleLinear(2, hidden_dim, 1)
-
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """obs (batch, obs_dim), actions (batch, act_dim) -> (2, batch): Q1 and Q2."""
-        return self.q_from_context(self.obs_term(obs), actions)
-
-    def obs_term(self, obs: torch.Tensor) -> torch.Tensor:
-        """W_s s + b, fc1's term in the state (with fc1's bias): (2, batch, hidden)."""
-        w_obs = self.fc1.weight[:, : self.obs_dim]
-        return torch.baddbmm(self.fc1.bias, obs.to(w_obs.dtype).expand(2, -1, -1), w_obs)  # .to: see bf16_copy
-
-    def q_from_context(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Q1 and Q2 (2, batch) given fc1's action-free term, context = W_s s + b (2, batch, hidden)."""
-        w_act = self.fc1.weight[:, self.obs_dim :]
-        x = self.activation(torch.baddbmm(context, actions.to(w_act.dtype).expand(2, -1, -1), w_act))  # + W_a a
-        x = self.activation(self.fc2(x))
-        x = self.activation(self.fc3(x))
-        return self.fc_out(x).squeeze(-1)
-
-
-# LANGEVIN SAMPLER
-def langevin_sample(q_fn, batch_size: int, act_dim: int, num_steps: int, step_size: float, w: float,
-                    grad_norm: bool = True, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Draw a ~ pi(a|s) ~ exp(w Q(s,a)) by (unadjusted) Langevin dynamics on Q.
-
-        a ~ U[-1, 1]^act_dim
-        K times:  a <- clip(a + (alpha / 2) * w * grad_a q_fn(a) + sqrt(alpha) * z, -1, 1)
-
-    `q_fn(actions)` returns a (batch,) tensor: Q at the batch's fixed states (in training Q1 + Q2). Since
-    grad_a log pi = w grad_a Q, this is Langevin dynamics on log pi. With grad_norm, grad_a Q is scaled to unit
-    length per sample: the step keeps the direction and drops the size, so the chain no longer targets exp(w Q)
-    exactly. Returns (batch, act_dim) actions in [-1, 1].
-    """
-    actions = torch.rand(batch_size, act_dim, device=device) * 2 - 1
-    for _ in range(num_steps):
-        with torch.enable_grad():
-            actions.requires_grad_(True)
-            # Only grad w.r.t. the actions: the critics' weights are constants inside the chain.
-            (grad,) = torch.autograd.grad(q_fn(actions).sum(), actions)
-        if grad_norm:
-            grad = grad / (grad.norm(dim=-1, keepdim=True) + 1e-8)
-        noise = torch.randn_like(actions)
-        actions = (actions.detach() + 0.5 * step_size * w * grad + math.sqrt(step_size) * noise).clamp(-1.0, 1.0)
-    return actions
-
-
-def sample_actions(critic: TwinCritic, obs: torch.Tensor, act_dim: int, args: Args) -> torch.Tensor:
-    """The policy: Langevin on Q1 + Q2; with N particles, keep the best by min(Q1, Q2)."""
-    n, batch_size = args.num_particles, obs.shape[0]
-    obs_n = obs.repeat(n, 1)  # particle k of state i sits at row k * batch + i
-    # The chain moves only the actions, so fc1's state term is computed once here, not at each of the K steps (see
-    # TwinCritic). Side by side (2-core CPU, Hopper, batch 256): update 2-3% faster, eager and with --compile.
-    obs_term = critic.obs_term(obs_n)
-
-    def q_fn(a):
-        return critic.q_from_context(obs_term, a).sum(0)
-
-    actions = langevin_sample(q_fn, n * batch_size, act_dim, args.langevin_steps, args.langevin_step_size, args.w,
-                              args.q_grad_norm, device=obs.device)
-    if n == 1:
-        return actions
-    with torch.no_grad():
-        q_min = critic(obs_n, actions).min(0).values.view(n, batch_size)
-        best = q_min.argmax(0)  # (batch,)
-    return actions.view(n, batch_size, act_dim)[best, torch.arange(batch_size, device=obs.device)]
-
-
-# REPLAY BUFFER
-class ReplayBuffer:
-    """Preallocated ring buffer of (obs, action, reward, next_obs, terminated) on the training device.
-
-    `terminated` (a true terminal state) stops bootstrapping; a time-limit truncation does not, so it is not
-    stored: the transition keeps its true final observation as next_obs and bootstraps through it.
-    """
-
-    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
-
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
-        self.capacity, self.device = capacity, device
-        self.obs = torch.zeros(capacity, obs_dim, device=device)
-        self.next_obs = torch.zeros(capacity, obs_dim, device=device)
-        self.actions = torch.zeros(capacity, act_dim, device=device)
-        self.rewards = torch.zeros(capacity, device=device)
-        self.terminated = torch.zeros(capacity, device=device)
-        self.pos, self.size = 0, 0
-
-    def add(self, obs, next_obs, actions, rewards, terminated) -> None:
-        """Add a batch of transitions (numpy arrays with a leading num_envs axis)."""
-        n = len(obs)
-        idx = torch.arange(self.pos, self.pos + n) % self.capacity
-        for store, value in ((self.obs, obs), (self.next_obs, next_obs), (self.actions, actions),
-                             (self.rewards, rewards), (self.terminated, terminated)):
-            store[idx] = torch.as_tensor(np.asarray(value, dtype=np.float32), device=self.device)
-        self.pos = (self.pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-
-    def sample(self, batch_size: int):
-        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
-        return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
-
-    def state_dict(self) -> dict:
-        """The filled part only, on the CPU (for --save-buffer)."""
-        state = {name: getattr(self, name)[: self.size].cpu() for name in self.FIELDS}
-        return state | {"pos": self.pos, "size": self.size}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in self.FIELDS:
-            getattr(self, name)[: state["size"]] = state[name].to(self.device)
-        self.pos, self.size = state["pos"], state["size"]
-
-
-# UPDATE
-def update_critic(batch, critic, critic_target, optimizer, args: Args, sample_fn=sample_actions,
-                  chain_critic=None) -> dict:
-    """One LQL update: TD step, then Polyak.
-
-    The fast path passes `sample_fn`, the compiled twin of `sample_actions` (--compile), and `chain_critic`, a bf16
-    copy of `critic` that draws a' and follows `critic` after each update (--bf16-chain).
-    Returns detached scalar tensors (no host sync here): td_loss, q.
-    """
-    obs, actions, rewards, next_obs, terminated = batch
-    act_dim = actions.shape[1]
-
-    # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a'), a' ~ pi(.|s') drawn
-    # with the ONLINE critics (the policy is the online critic), valued by the Polyak targets.
-    with torch.no_grad():
-        next_actions = sample_fn(critic if chain_critic is None else chain_critic, next_obs, act_dim, args)
-        next_q = critic_target(next_obs, next_actions).min(0).values
-        td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
-
-    # TD STEP. Each critic's loss is its own MSE; their sum gives each its own gradient.
-    q = critic(obs, actions)  # (2, batch)
-    td_loss = ((q - td_target) ** 2).mean(1)
-    optimizer.zero_grad()
-    td_loss.sum().backward()
-    optimizer.step()
-
-    # POLYAK: targ <- tau * online + (1 - tau) * targ
-    with torch.no_grad():
-        for p_targ, p in zip(critic_target.parameters(), critic.parameters()):
-            p_targ.lerp_(p, args.tau)
-        if chain_critic is not None:
-            for p_chain, p in zip(chain_critic.parameters(), critic.parameters()):
-                p_chain.copy_(p)
-
-    return {"td_loss": td_loss.detach().mean(), "q": q.detach().mean()}
-
-
-# FAST PATH (--compile)
-def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
-    """mish(x) = x tanh(softplus(x)) with a single exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2).
-
-    Equal to F.mish within 4e-7 (relative). Inductor lowers F.mish to exp + log1p + tanh, in the forward and again
-    in the backward; with this form the compiled chain ran 1.7x faster (2-core CPU, Hopper, batch 256). Eager, it
-    is no faster than ATen's fused F.mish and 1.5x slower on 5 states, so the eager path keeps F.mish.
-    """
-    e = torch.exp(x.clamp(max=20.0))  # beyond 20, mish(x) = x in float32
-    n = e * (e + 2)
-    return x * n / (n + 2)
-
-
-def compile_sampler(sample_fn):
-    """torch.compile the whole Langevin chain, torch.autograd.grad included, as one graph per batch shape.
-
-    Measured by tests/bench_speed.py on the 2-core CPU (Hopper, batch 256, with compile_critics): update 40-54 ms
-    vs 94-99 eager, acting on 5 states 2.5-3.2 ms vs 9-12; actions equal to eager within 3e-6 for the same seed.
-    Each batch shape (update, acting, evaluation) compiles once, ~1 min on first use.
-    """
-    torch._dynamo.config.trace_autograd_ops = True  # trace torch.autograd.grad instead of breaking the graph there
-    torch._inductor.config.fallback_random = True  # compiled rand/randn draw what eager draws: same seed, same actions
-    return torch.compile(sample_fn, dynamic=False)
-
-
-def compile_critics(*critics: nn.Module) -> None:
-    """torch.compile each critic's forward in place (its backward follows), for the TD step and the target's
-    value of a'; inside the chain the critic is part of compile_sampler's graph. Side by side on the 2-core CPU
-    (Hopper, batch 256, sampler compiled in both): update 8% faster. State-dict keys are unchanged."""
-    for critic in critics:
-        critic.compile(dynamic=False)
-
-
-def bf16_copy(critic: nn.Module) -> nn.Module:
-    """A bfloat16 copy of the critic for the chain that draws the TD target's a' (--bf16-chain); the critic casts its
-    inputs to its weights' dtype, so the chain's actions and their normalised gradient stay float32.
-
-    The chain needs only the direction of grad_a Q (normalised per sample by default) and adds noise of its own at
-    every step, so bf16's ~3 significant digits barely move its samples (README: Speed); Q's value, which reaches
-    tens, enters no loss. Acting and evaluation (5 and 20 states) stay float32: at so few rows bf16 was slower.
-    """
-    return copy.deepcopy(critic).to(torch.bfloat16).requires_grad_(False)
-
-
-# EVALUATION
-def evaluate(eval_envs: gym.vector.VectorEnv, act_fn, device: torch.device, seed: int) -> np.ndarray:
-    """Run one episode in each copy of `eval_envs` with the stochastic sampler; return the episodic returns.
-
-    The envs and the sampler's noise start from `seed` at every call, so an evaluation depends on the critic alone
-    (the authors' evaluator also draws from a key made from its inputs) and --eval-checkpoint repeats it exactly.
-    """
-    with torch.random.fork_rng():  # training's random stream continues as if no evaluation had run
-        torch.manual_seed(seed)
-        obs, _ = eval_envs.reset(seed=seed)
-        returns, finished = np.zeros(eval_envs.num_envs), np.zeros(eval_envs.num_envs, dtype=bool)
-        while not finished.all():
-            actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device))
-            obs, _, _, _, infos = eval_envs.step(actions.cpu().numpy())
-            if "episode" in infos.get("final_info", {}):
-                # A copy that finished keeps running (autoreset); only its first episode counts.
-                first_finish = infos["final_info"]["_episode"] & ~finished
-                returns[first_finish] = infos["final_info"]["episode"]["r"][first_finish]
-                finished |= first_finish
-    return returns
 
 
 def make_vector_env(env_id: str, num_envs: int, seed: int, capture_video: bool, run_name: str) -> gym.vector.VectorEnv:
@@ -460,9 +98,264 @@ def real_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
     return real
 
 
-# CHECKPOINTS
-# What may differ from the checkpoint's options when a run is resumed; every other option defines the method or a
-# shape. An evaluated checkpoint must match only in NETWORK_OPTIONS, the critic's shapes.
+class ReplayBuffer:
+    """Ring buffer of (obs, action, reward, next_obs, terminated) on the training device. Only a true terminal state
+    stops bootstrapping: a time-limit truncation keeps its real final obs as next_obs and bootstraps through it."""
+
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
+        self.capacity, self.device, self.pos, self.size = capacity, device, 0, 0
+        self.obs = torch.zeros(capacity, obs_dim, device=device)
+        self.next_obs = torch.zeros(capacity, obs_dim, device=device)
+        self.actions = torch.zeros(capacity, act_dim, device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.terminated = torch.zeros(capacity, device=device)
+
+    def add(self, obs, next_obs, actions, rewards, terminated) -> None:
+        idx = torch.arange(self.pos, self.pos + len(obs)) % self.capacity
+        for name, value in zip(self.FIELDS, (obs, next_obs, actions, rewards, terminated)):
+            getattr(self, name)[idx] = torch.as_tensor(np.asarray(value, dtype=np.float32), device=self.device)
+        self.pos = (self.pos + len(obs)) % self.capacity
+        self.size = min(self.size + len(obs), self.capacity)
+
+    def sample(self, batch_size: int):
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
+
+    def state_dict(self) -> dict:  # the filled part, on the CPU (--save-buffer)
+        state = {name: getattr(self, name)[: self.size].cpu() for name in self.FIELDS}
+        return state | {"pos": self.pos, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.FIELDS:
+            getattr(self, name)[: state["size"]] = state[name].to(self.device)
+        self.pos, self.size = state["pos"], state["size"]
+
+
+# CRITIC
+class EnsembleLinear(nn.Module):
+    """`num_members` independent linear layers run as one batched matmul: Q1 and Q2 in a single call."""
+
+    def __init__(self, num_members: int, in_features: int, out_features: int):
+        super().__init__()
+        # Haiku's default init, as in the authors' code: truncated normal, std 1/sqrt(fan_in), zero bias.
+        std = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(nn.init.trunc_normal_(torch.empty(num_members, in_features, out_features),
+                                                         std=std, a=-2 * std, b=2 * std))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)  # (members, batch, in) -> (members, batch, out)
+
+
+class TwinCritic(nn.Module):
+    """Q1(s, a) and Q2(s, a), each: concat(obs, action) -> 3 x 256 mish -> scalar."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, activation=F.mish):
+        super().__init__()
+        self.act_dim, self.activation = act_dim, activation
+        self.fc1 = EnsembleLinear(2, obs_dim + act_dim, hidden_dim)
+        self.fc2 = EnsembleLinear(2, hidden_dim, hidden_dim)
+        self.fc3 = EnsembleLinear(2, hidden_dim, hidden_dim)
+        self.fc_out = EnsembleLinear(2, hidden_dim, 1)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """obs (batch, obs_dim), actions (batch, act_dim) -> Q1 and Q2 (2, batch)."""
+        x = torch.cat([obs.expand(2, -1, -1), actions.expand(2, -1, -1)], dim=-1)
+        x = self.activation(self.fc1(x.to(self.fc1.weight.dtype)))  # .to: see bf16_copy
+        x = self.activation(self.fc2(x))
+        x = self.activation(self.fc3(x))
+        return self.fc_out(x).squeeze(-1)
+
+
+# LANGEVIN SAMPLER
+def langevin_sample(q_fn, batch_size: int, act_dim: int, num_steps: int, step_size: float, w: float,
+                    grad_norm: bool = True, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Draw a ~ pi(a|s) ~ exp(w Q(s,a)) by (unadjusted) Langevin dynamics on Q.
+
+        a ~ U[-1, 1]^act_dim
+        K times:  a <- clip(a + (alpha / 2) * w * grad_a q_fn(a) + sqrt(alpha) * z, -1, 1)
+
+    `q_fn(actions)` is Q at the batch's fixed states, shape (batch,).
+    Since grad_a log pi = w grad_a Q, this is Langevin dynamics on log pi. With grad_norm, grad_a Q is scaled to
+    unit length per sample: the step keeps its direction, so the chain no longer targets exp(w Q) exactly.
+    """
+    actions = torch.rand(batch_size, act_dim, device=device) * 2 - 1
+    for _ in range(num_steps):
+        with torch.enable_grad():  # grad w.r.t. the actions only: the critic's weights are constants here
+            actions.requires_grad_(True)
+            (grad,) = torch.autograd.grad(q_fn(actions).sum(), actions)
+        if grad_norm:
+            grad = grad / (grad.norm(dim=-1, keepdim=True) + 1e-8)
+        noise = torch.randn_like(actions)
+        actions = (actions.detach() + 0.5 * step_size * w * grad + math.sqrt(step_size) * noise).clamp(-1.0, 1.0)
+    return actions
+
+
+def langevin_policy(critic: TwinCritic, obs: torch.Tensor, args: Args) -> torch.Tensor:
+    """a ~ pi(.|s): Langevin on Q1 + Q2; with N particles, the best by min(Q1, Q2)."""
+    n, batch_size = args.num_particles, len(obs)
+    obs_n = obs.repeat(n, 1)  # particle k of state i sits at row k * batch + i
+
+    def q_fn(actions):
+        return critic(obs_n, actions).sum(0)
+
+    actions = langevin_sample(q_fn, n * batch_size, critic.act_dim, args.langevin_steps, args.step_lr, args.w,
+                              args.q_grad_norm, device=obs.device)
+    if n == 1:
+        return actions
+    with torch.no_grad():
+        q_min = critic(obs_n, actions).min(0).values
+        best = q_min.view(n, batch_size).argmax(0)
+    return actions.view(n, batch_size, -1)[best, torch.arange(batch_size, device=obs.device)]
+
+
+# UPDATE
+def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic, args: Args) -> dict:
+    """One LQL update: TD step, then Polyak.
+    `policy` draws a' on `chain_critic`: the critic, or its bf16 copy (--bf16-chain), which follows the critic.
+    Returns the losses and the mean Q as detached scalar tensors (no host sync)."""
+    obs, actions, rewards, next_obs, terminated = batch
+
+    # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a'), a' ~ pi(.|s') drawn
+    # with the ONLINE critics (the policy is the online critic), valued by the Polyak targets.
+    with torch.no_grad():
+        next_actions = policy(chain_critic, next_obs, args)
+        next_q = critic_target(next_obs, next_actions).min(0).values
+        td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
+
+    # TD STEP. Each critic's loss is its own MSE; their sum gives each its own gradient.
+    q = critic(obs, actions)  # (2, batch)
+    td_loss = ((q - td_target) ** 2).mean(1)
+    optimizer.zero_grad()
+    td_loss.sum().backward()
+    optimizer.step()
+
+    # POLYAK: targ <- tau * online + (1 - tau) * targ
+    with torch.no_grad():
+        for p_targ, p in zip(critic_target.parameters(), critic.parameters()):
+            p_targ.lerp_(p, args.tau)
+        if chain_critic is not critic:
+            for p_chain, p in zip(chain_critic.parameters(), critic.parameters()):
+                p_chain.copy_(p)
+    return {"td_loss": td_loss.detach().mean(), "q": q.detach().mean()}
+
+
+# FAST PATH (--compile, --bf16-chain)
+def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
+    """mish(x) = x tanh(softplus(x)) with one exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2). Compiled,
+    it ran the chain 1.7x faster than F.mish (exp, log1p and tanh, twice); eager, it gains nothing."""
+    e = torch.exp(x.clamp(max=20.0))  # beyond 20, mish(x) = x in float32
+    n = e * (e + 2)
+    return x * n / (n + 2)
+
+
+def compile_policy(policy):
+    """torch.compile the whole Langevin chain, torch.autograd.grad included, as one graph per batch shape."""
+    torch._dynamo.config.trace_autograd_ops = True  # trace autograd.grad instead of breaking the graph there
+    torch._inductor.config.fallback_random = True  # compiled rand/randn draw what eager draws: same seed, same actions
+    return torch.compile(policy, dynamic=False)
+
+
+def bf16_copy(critic: nn.Module) -> nn.Module:
+    """A copy of the critic with bfloat16 weights for the chain that draws a' (--bf16-chain); the critic casts its
+    input to its weights' dtype, so actions and gradients stay float32. The chain keeps only grad_a Q's direction
+    and adds its own noise at every step, so bf16's ~3 digits barely move its samples (README: Speed)."""
+    chain_critic = copy.deepcopy(critic).requires_grad_(False)
+    for p in chain_critic.parameters():  # weights only: buffers stay float32
+        p.data = p.data.bfloat16()
+    return chain_critic
+
+
+# EVALUATION
+def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: Args) -> np.ndarray:
+    """One episode in each copy of `eval_envs` with the stochastic policy; return the episodic returns. Envs and
+    sampler start from --eval-seed at each call: an evaluation depends on the critic alone, as the authors'."""
+    with torch.random.fork_rng(), torch.no_grad():  # training's random stream goes on as if no evaluation ran
+        torch.manual_seed(args.eval_seed)
+        obs, _ = eval_envs.reset(seed=args.eval_seed)
+        returns, finished = np.zeros(eval_envs.num_envs), np.zeros(eval_envs.num_envs, dtype=bool)
+        while not finished.all():
+            actions = policy(critic, torch.as_tensor(obs, dtype=torch.float32, device=training_device(args)), args)
+            obs, _, _, _, infos = eval_envs.step(actions.cpu().numpy())
+            if "episode" in infos.get("final_info", {}):  # a finished copy runs on (autoreset): count its first only
+                first_finish = infos["final_info"]["_episode"] & ~finished
+                returns[first_finish] = infos["final_info"]["episode"]["r"][first_finish]
+                finished |= first_finish
+    return returns
+
+
+# CHECKS AND CHECKPOINTS
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line on stderr, exit code 2, nothing written."""
+
+
+class NonFiniteLoss(Exception):
+    """A loss became nan or inf: the run stops and saves what it has."""
+
+
+def training_device(args: Args) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+
+def validate_args(args: Args) -> None:
+    """Reject impossible options before anything is created."""
+    for field in dataclasses.fields(args):  # first: nan fails every comparison below and inf passes "> 0"
+        if field.type is float and not math.isfinite(getattr(args, field.name)):
+            raise UsageError(f"--{field.name.replace('_', '-')} is not a finite number: {getattr(args, field.name)}")
+    for name in ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
+                 "langevin_steps", "num_particles", "learning_rate", "step_lr", "log_interval_s"]:
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ["learning_starts", "seed", "eval_seed"]:  # gymnasium refuses negative seeds
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    on_cpu = training_device(args).type == "cpu"
+    bf16_matmul = (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()) if on_cpu \
+        else torch.cuda.is_bf16_supported()
+    for ok, message in [
+        (args.w > 0, f"--w must be positive (the policy is exp(w Q): w <= 0 ignores or minimises Q), got {args.w}"),
+        (args.batch_size <= args.buffer_size,
+         f"--batch-size ({args.batch_size}) exceeds --buffer-size ({args.buffer_size})"),
+        (0 <= args.gamma <= 1 and 0 < args.tau <= 1, f"need 0 <= --gamma <= 1 and 0 < --tau <= 1, got {args.gamma}, "
+                                                     f"{args.tau}"),
+        (not (args.resume and args.eval_checkpoint), "--resume and --eval-checkpoint exclude each other: give one"),
+        (not args.track or importlib.util.find_spec("wandb"), "--track needs `pip install wandb`, or drop --track"),
+        (not args.capture_video or importlib.util.find_spec("moviepy"),
+         "--capture-video needs `pip install moviepy`, or drop --capture-video"),
+        (not args.bf16_chain or bf16_matmul, "--bf16-chain needs bf16 matmul in hardware (CPU flags avx512_bf16 or "
+                                             "amx_bf16, or a CUDA GPU with bf16), which this machine lacks: drop it"),
+        # inductor builds --compile's CPU kernels with g++: without it a run would fail after its whole warm-up
+        (not (args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None),
+         "--compile on CPU needs g++ on PATH: install it (e.g. `apt install g++`), or drop --compile")]:
+        if not ok:
+            raise UsageError(message)
+
+
+def check_env(env_id: str) -> tuple[int, int]:
+    """Make the env once and check that this method applies to it; return (obs_dim, act_dim)."""
+    try:
+        env = gym.make(env_id)
+    except (gym.error.Error, ImportError) as e:
+        raise UsageError(f"cannot make env {env_id!r}: {e} (list the ids with `python -c \"import gymnasium; "
+                         f"gymnasium.pprint_registry()\"`)") from None
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(act_space, gym.spaces.Box):
+        raise UsageError(f"{env_id} has a {type(act_space).__name__} action space; Langevin sampling needs a "
+                         f"continuous Box action space (e.g. Hopper-v4)")
+    if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
+        raise UsageError(f"{env_id} has unbounded action bounds {act_space.low}..{act_space.high}; the sampler needs "
+                         f"finite bounds to rescale [-1, 1] onto")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise UsageError(f"{env_id} has observations {obs_space}; this script needs flat vector observations "
+                         f"(wrap the env with gymnasium.wrappers.FlattenObservation)")
+    return obs_space.shape[0], act_space.shape[0]
+
+
+# What a resumed run may change; every other option defines the method or a shape. An evaluated checkpoint must
+# match in NETWORK_OPTIONS only.
 RESUME_MAY_CHANGE = ("resume", "eval_checkpoint", "total_timesteps", "eval_frequency", "eval_episodes", "eval_seed",
                      "log_interval_s", "save_model", "save_buffer", "track", "wandb_project_name", "wandb_entity",
                      "capture_video", "compile", "bf16_chain", "cuda", "torch_deterministic")
@@ -470,13 +363,12 @@ NETWORK_OPTIONS = ("env_id",)
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Write to a temporary name, then rename: a kill during the save never truncates the last good checkpoint."""
     torch.save(state, f"{path}.tmp")
-    os.replace(f"{path}.tmp", path)
+    os.replace(f"{path}.tmp", path)  # a kill during the save never truncates the last good checkpoint
 
 
 def load_checkpoint(path: str) -> dict:
-    """Read a checkpoint written by this script, or raise a UsageError that says what is wrong with the file."""
+    """Read a checkpoint of this script, or raise a UsageError that says what is wrong with the file."""
     if not os.path.isfile(path):
         raise UsageError(f"no checkpoint at {path}")
     try:
@@ -492,37 +384,39 @@ def load_checkpoint(path: str) -> dict:
     return checkpoint
 
 
-def check_same_options(args: Args, saved: dict, must_match) -> None:
-    """Refuse to resume (or evaluate) a checkpoint with options that change what it learned."""
-    for name in must_match:
+def load_critic(critic: nn.Module, state: dict, path: str) -> None:
+    try:
+        critic.load_state_dict(state)
+    except RuntimeError:  # other parameter names or shapes
+        raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (another critic)") \
+            from None
+
+
+def check_same_options(args: Args, saved: dict, names) -> None:
+    for name in names:
         if getattr(args, name) != saved[name]:
             raise UsageError(f"--{name.replace('_', '-')} is {getattr(args, name)} here but {saved[name]} in the "
                              f"checkpoint; it cannot change: drop it or start a new run")
 
 
+def make_critic(args: Args, obs_dim: int, act_dim: int) -> TwinCritic:
+    activation = mish_one_exp if args.compile else F.mish
+    return TwinCritic(obs_dim, act_dim, activation=activation).to(training_device(args))
+
+
+# TRAINING LOOP
 def train(args: Args) -> dict:
-    """Run LQL as configured (or resume a run); return a summary (eval returns, checkpoint path, exit code)."""
-    from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow and only training needs it
+    """Train (or resume a run); return a summary: run_dir, eval_returns, checkpoint, exit_code, counters."""
+    from torch.utils.tensorboard import SummaryWriter  # slow to import, and only training needs it
 
     validate_args(args)
     obs_dim, act_dim = check_env(args.env_id)
-    checkpoint = None
-    if args.resume:  # everything is checked before anything is written
-        checkpoint = load_checkpoint(args.resume)
-        check_same_options(args, checkpoint["args"], [name for name in checkpoint["args"] if name not in
-                                                      RESUME_MAY_CHANGE])
-    # A resumed run writes on into its own folder; TensorBoard drops what the stopped run logged after its checkpoint.
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint:  # everything is checked before anything is written
+        check_same_options(args, checkpoint["args"], [k for k in checkpoint["args"] if k not in RESUME_MAY_CHANGE])
     run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
         f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_name = os.path.basename(run_dir)
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, save_code=True)
-    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(
-        f"|{key}|{value}|" for key, value in vars(args).items()))
+    run_name = os.path.basename(run_dir)  # a resumed run writes on into its own folder
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -533,46 +427,49 @@ def train(args: Args) -> dict:
     envs = make_vector_env(args.env_id, args.num_envs, args.seed, False, run_name)
     video_folder = f"{run_name}/eval" + (f"_from_{checkpoint['global_step']}" if checkpoint else "")  # no overwrites
     eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, video_folder)
-
-    activation = mish_one_exp if args.compile else F.mish
-    critic = TwinCritic(obs_dim, act_dim, activation=activation).to(device)
-    critic_target = TwinCritic(obs_dim, act_dim, activation=activation).to(device)
+    critic = make_critic(args, obs_dim, act_dim)
+    critic_target = make_critic(args, obs_dim, act_dim)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
-    # fused: Adam's whole step as one kernel (0.2 ms instead of 0.65 for the critic's parameters, on CPU)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)  # fused: one kernel per step
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
-    # Steps counted as the authors' loop counts them: learning_starts uniform-random env steps, then one update per
-    # vector step while learning_step (env steps after the warm-up) <= total_timesteps; their `<=` adds the `+ 1`.
+    # As the authors' loop counts: learning_starts uniform-random env steps, then one update per vector step while
+    # learning_step (env steps after the warm-up) <= total_timesteps; their `<=` makes the `+ 1`.
     warmup_iterations = math.ceil(args.learning_starts / args.num_envs)
     num_iterations = warmup_iterations + args.total_timesteps // args.num_envs + 1
-    total_env_steps = num_iterations * args.num_envs
     global_step, learning_step, num_updates, last_eval_step, eval_returns = 0, 0, 0, 0, []
     if checkpoint:
-        critic.load_state_dict(checkpoint["critic"])
-        critic_target.load_state_dict(checkpoint["critic_target"])
+        load_critic(critic, checkpoint["critic"], args.resume)
+        load_critic(critic_target, checkpoint["critic_target"], args.resume)
         optimizer.load_state_dict(checkpoint["optimizer"])
-        global_step, learning_step, num_updates, last_eval_step = (checkpoint[key] for key in (
-            "global_step", "learning_step", "num_updates", "last_eval_step"))
-        eval_returns = checkpoint["eval_returns"]
+        global_step, learning_step, num_updates, last_eval_step, eval_returns = (checkpoint[key] for key in (
+            "global_step", "learning_step", "num_updates", "last_eval_step", "eval_returns"))
         torch.set_rng_state(checkpoint["rng"]["torch"])
         envs.action_space.np_random.bit_generator.state = checkpoint["rng"]["action_space"]
         if device.type == "cuda" and checkpoint["rng"]["cuda"] is not None:
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
         if checkpoint["replay_buffer"]:
             rb.load_state_dict(checkpoint["replay_buffer"])
-    chain_critic = bf16_copy(critic) if args.bf16_chain else None  # a copy: made before compile_critics
 
-    sample_fn = sample_actions
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)
+    # purge_step: TensorBoard drops what a stopped run logged after its checkpoint
+    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(
+        f"|{key}|{value}|" for key, value in vars(args).items()))
+
+    # FAST PATH: the one place where the policy and the critic that draws the TD target's a' are rebound
+    policy, chain_critic = langevin_policy, critic
+    if args.bf16_chain:
+        chain_critic = bf16_copy(critic)  # a copy of the plain module, made before it is compiled
     if args.compile:
-        sample_fn = compile_sampler(sample_actions)
-        compile_critics(critic, critic_target)
-    update_fn = functools.partial(update_critic, sample_fn=sample_fn, chain_critic=chain_critic)
-
-    def act_fn(obs):
-        with torch.no_grad():  # as inside update_critic, so that acting and the update share one compiled graph mode
-            return sample_fn(critic, obs, act_dim, args)
+        policy = compile_policy(langevin_policy)
+        for module in (critic, critic_target):  # in place: the TD and smoothing steps and the target's Q(s', a')
+            module.compile(dynamic=False)
 
     checkpoint_path = f"{run_dir}/checkpoint.pt"
     summary = {"run_dir": run_dir, "eval_returns": eval_returns, "checkpoint": None, "exit_code": 0}
@@ -590,22 +487,11 @@ def train(args: Args) -> dict:
             if path == checkpoint_path:
                 summary["checkpoint"] = path
 
-    def run_evaluation():
-        nonlocal last_eval_step
-        returns = evaluate(eval_envs, act_fn, device, args.eval_seed)
-        last_eval_step = learning_step  # only once it has run: a run stopped during it evaluates again on resume
-        writer.add_scalar("eval/episodic_return", returns.mean(), global_step)
-        eval_returns.append((global_step, float(returns.mean())))
-        print(f"eval   step {global_step:>9,}: return {returns.mean():8.1f} +- {returns.std():6.1f} "
-              f"over {len(returns)} episodes, after {num_updates:,} updates", flush=True)
-        save()
-
     def stop_like_ctrl_c(signum, frame):
         raise KeyboardInterrupt
 
-    # `kill` (SIGTERM) stops the run like Ctrl-C does: with a checkpoint of what it has learned.
-    previous_sigterm_handler = signal.signal(signal.SIGTERM, stop_like_ctrl_c)
-    # A resumed run starts fresh episodes (the simulators' state is not saved). Without its replay buffer it first
+    previous_sigterm_handler = signal.signal(signal.SIGTERM, stop_like_ctrl_c)  # `kill` saves, as Ctrl-C does
+    # A resumed run starts fresh episodes (simulator states are not saved). Without its replay buffer it first
     # collects as many transitions with the policy as its warm-up had, without updates and without counting them.
     start_iteration = global_step // args.num_envs
     refill_iterations = min(start_iteration, warmup_iterations) \
@@ -621,11 +507,13 @@ def train(args: Args) -> dict:
         for iteration in range(start_iteration - refill_iterations, num_iterations):
             refill = iteration < start_iteration
             warmup = iteration < warmup_iterations and not refill
-            # SELECT ACTION: uniform random during warm-up, then the Langevin policy
+            # SELECT ACTION: uniform random during the warm-up, then the Langevin policy
             if warmup:
                 actions = envs.action_space.sample()
             else:
-                actions = act_fn(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                with torch.no_grad():  # as for the TD target, so that both run one compiled graph mode
+                    actions = policy(critic, torch.as_tensor(obs, dtype=torch.float32, device=device), args)
+                actions = actions.cpu().numpy()
 
             # STEP ENV
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
@@ -637,79 +525,78 @@ def train(args: Args) -> dict:
                     writer.add_scalar("charts/episodic_return", episode["r"][i], global_step)
                     writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
 
-            # STORE: truncated transitions keep their true final obs and are bootstrapped; only `terminations`
-            # stops bootstrapping. With SAME_STEP autoreset no transition spans a reset.
+            # STORE: only `terminations` stops bootstrapping; a truncated transition keeps its real final obs
             rb.add(obs, real_next_obs(next_obs, infos), actions, rewards, terminations)
             obs = next_obs
 
             # UPDATE: one per vector step once the warm-up is done
             if not warmup and not refill:
                 learning_step += args.num_envs
-                metrics = update_fn(rb.sample(args.batch_size), critic, critic_target, optimizer, args)
+                metrics = update_critic(rb.sample(args.batch_size), critic, critic_target, optimizer, policy,
+                                        chain_critic, args)
                 num_updates += 1
                 if num_updates % 100 == 1:  # .item() syncs the GPU: read the metrics only now and then
                     values = {key: value.item() for key, value in metrics.items()}
                     if not all(math.isfinite(v) for v in values.values()):
-                        save(f"{run_dir}/checkpoint_nonfinite.pt")
-                        print(f"error: non-finite loss at step {global_step:,} ({values}); stopped. Last good "
-                              f"checkpoint: {summary['checkpoint'] or 'none saved yet'}", file=sys.stderr)
-                        summary["exit_code"] = 1
-                        break
-                    writer.add_scalar("losses/td_loss", values["td_loss"], global_step)
-                    writer.add_scalar("values/q", values["q"], global_step)
-                    sps = (global_step - start_step) / (time.time() - start_time)
-                    writer.add_scalar("charts/SPS", int(sps), global_step)
+                        raise NonFiniteLoss(f"non-finite loss at step {global_step:,} ({values})")
+                    for key, value in values.items():
+                        writer.add_scalar(f"values/{key}" if key == "q" else f"losses/{key}", value, global_step)
+                    writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)),
+                                      global_step)
 
-            # EVALUATE: every eval_frequency learning steps since the last evaluation (the authors' Interval, none at
-            # learning step 0), and once on reaching total_timesteps if the schedule has no evaluation there
+            # EVALUATE: every eval_frequency learning steps (the authors' Interval: none at learning step 0), and on
+            # reaching total_timesteps if the schedule has no evaluation there
             if (learning_step - last_eval_step >= args.eval_frequency
                     or last_eval_step < args.total_timesteps <= learning_step):
-                run_evaluation()
+                returns = evaluate(eval_envs, policy, critic, args)
+                last_eval_step = learning_step  # only once it has run: a stop during it repeats it on resume
+                eval_returns.append((global_step, float(returns.mean())))
+                writer.add_scalar("eval/episodic_return", returns.mean(), global_step)
+                print(f"eval   step {global_step:>9,}: return {returns.mean():8.1f} +- {returns.std():6.1f} "
+                      f"over {len(returns)} episodes, after {num_updates:,} updates", flush=True)
+                save()
 
             # PROGRESS LINE
-            now = time.time()
-            if now - last_log_time >= args.log_interval_s:
+            if (now := time.time()) - last_log_time >= args.log_interval_s:
                 sps = (global_step - last_log_step) / (now - last_log_time)
-                eta = (total_env_steps - global_step) / sps if sps > 0 else 0.0
+                eta_s = (num_iterations * args.num_envs - global_step) / sps if sps > 0 else 0.0  # 0 while refilling
+                eta = time.strftime("%H:%M:%S", time.gmtime(eta_s))
                 last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
-                print(f"step {global_step:>9,}/{total_env_steps:,} | SPS {sps:6.1f} | updates {num_updates:,} | "
-                      f"return (last 10) {last_return} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}", flush=True)
+                print(f"step {global_step:>9,}/{num_iterations * args.num_envs:,} | SPS {sps:6.1f} | updates "
+                      f"{num_updates:,} | return (last 10) {last_return} | ETA {eta}", flush=True)
                 last_log_time, last_log_step = now, global_step
-        else:
-            save()
+        save()
     except KeyboardInterrupt:
         save()
         print(f"interrupted at step {global_step:,}; checkpoint: {summary['checkpoint'] or 'not saved'}",
               file=sys.stderr)
         summary["exit_code"] = 130
+    except NonFiniteLoss as e:
+        save(f"{run_dir}/checkpoint_nonfinite.pt")
+        print(f"error: {e}; stopped. Last good checkpoint: {summary['checkpoint'] or 'none saved yet'}",
+              file=sys.stderr)
+        summary["exit_code"] = 1
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm_handler)
         envs.close()
         eval_envs.close()
         writer.close()
-    summary["num_updates"], summary["global_step"], summary["replay_buffer"] = num_updates, global_step, rb
-    return summary
+    return summary | {"num_updates": num_updates, "global_step": global_step}
 
 
+# COMMAND LINE
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: run --eval-episodes episodes with a saved critic and print their returns; train nothing."""
     validate_args(args)
     obs_dim, act_dim = check_env(args.env_id)
     checkpoint = load_checkpoint(args.eval_checkpoint)
     check_same_options(args, checkpoint["args"], NETWORK_OPTIONS)
-    device = training_device(args)
-    activation = mish_one_exp if args.compile else F.mish
-    critic = TwinCritic(obs_dim, act_dim, activation=activation).to(device)
-    critic.load_state_dict(checkpoint["critic"])
-    sample_fn = compile_sampler(sample_actions) if args.compile else sample_actions
-
-    def act_fn(obs):
-        with torch.no_grad():
-            return sample_fn(critic, obs, act_dim, args)
-
+    critic = make_critic(args, obs_dim, act_dim)
+    load_critic(critic, checkpoint["critic"], args.eval_checkpoint)
+    policy = compile_policy(langevin_policy) if args.compile else langevin_policy
     run_name = f"{os.path.basename(os.path.dirname(os.path.abspath(args.eval_checkpoint)))}/eval_checkpoint"
     eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, run_name)
-    returns = evaluate(eval_envs, act_fn, device, args.eval_seed)
+    returns = evaluate(eval_envs, policy, critic, args)
     eval_envs.close()
     print(f"{args.eval_checkpoint} (env step {checkpoint['global_step']:,}): return {returns.mean():.1f} +- "
           f"{returns.std():.1f}, min {returns.min():.1f}, max {returns.max():.1f} over {len(returns)} episodes")

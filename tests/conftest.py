@@ -10,11 +10,21 @@ sys.path.insert(0, ROOT)
 import lql_continuous_action as lql  # noqa: E402
 import nclql_continuous_action as nclql  # noqa: E402
 
+# A Langevin chain of 6 gradient steps (the defaults run 20), in each script's own options: quick to run, and quick
+# for torch.compile, which unrolls the chain into one graph.
+SHORT_CHAIN = {nclql: dict(num_levels=3, steps_per_level=2), lql: dict(langevin_steps=6)}
+
 
 @pytest.fixture(params=[nclql, lql], ids=["nclql", "lql"])
 def script(request):
     """Each test taking `script` runs once per algorithm: the two scripts share their shell."""
     return request.param
+
+
+@pytest.fixture
+def short_chain(script):
+    """The options that give `script` a 6-step chain (SHORT_CHAIN), to pass on to its Args."""
+    return SHORT_CHAIN[script]
 
 
 @pytest.fixture(scope="module")
@@ -26,3 +36,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+def update_parts(script, args, obs_dim=5, act_dim=3, batch_size=64, seed=0):
+    """What `script.update_critic` takes, made as train() makes it: the script's own critic (make_critic), its
+    Polyak target, fused Adam at args.learning_rate; and a random batch (obs, actions, rewards, next_obs, terminated)
+    on the training device. Returns (critic, critic_target, optimizer, batch)."""
+    torch.manual_seed(seed)
+    critic = script.make_critic(args, obs_dim, act_dim)
+    critic_target = script.make_critic(args, obs_dim, act_dim)
+    critic_target.load_state_dict(critic.state_dict())
+    critic_target.requires_grad_(False)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
+    device = script.training_device(args)
+    batch = (torch.randn(batch_size, obs_dim, device=device), torch.rand(batch_size, act_dim, device=device) * 2 - 1,
+             torch.randn(batch_size, device=device), torch.randn(batch_size, obs_dim, device=device),
+             torch.zeros(batch_size, device=device))
+    return critic, critic_target, optimizer, batch
+
+
+def one_plain_update(script, args):
+    """One update as train() makes it without the fast path (the policy's chain on the critic itself); returns its
+    metrics and the number of Adam steps it took."""
+    critic, critic_target, optimizer, batch = update_parts(script, args)
+    metrics = script.update_critic(batch, critic, critic_target, optimizer, policy=script.langevin_policy,
+                                   chain_critic=critic, args=args)
+    (adam_steps,) = {state["step"].item() for state in optimizer.state.values()}
+    return metrics, adam_steps

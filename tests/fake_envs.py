@@ -4,9 +4,12 @@ import gymnasium as gym
 import numpy as np
 
 
+TIME_LIMIT = 6  # every env here is registered with this many steps per episode at most
+
+
 class CounterEnv(gym.Env):
     """obs = [t, will_terminate]: t counts steps since reset. Half the episodes (a coin at reset) terminate when
-    t reaches 4; the others run into the 6-step time limit and are truncated. Reward 1 per step."""
+    t reaches terminal_step = 4; the others run into the TIME_LIMIT of 6 steps and are truncated. Reward 1 per step."""
 
     observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
     action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
@@ -56,8 +59,8 @@ class ImageObservationEnv(CounterEnv):
     observation_space = gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)
 
 
-gym.register("Counter-v0", entry_point=CounterEnv, max_episode_steps=6)
-gym.register("NaNReward-v0", entry_point=NaNRewardEnv, max_episode_steps=6)
-gym.register("LateNaNReward-v0", entry_point=LateNaNRewardEnv, max_episode_steps=6)
-gym.register("UnboundedAction-v0", entry_point=UnboundedActionEnv, max_episode_steps=6)
-gym.register("ImageObservation-v0", entry_point=ImageObservationEnv, max_episode_steps=6)
+gym.register("Counter-v0", entry_point=CounterEnv, max_episode_steps=TIME_LIMIT)
+gym.register("NaNReward-v0", entry_point=NaNRewardEnv, max_episode_steps=TIME_LIMIT)
+gym.register("LateNaNReward-v0", entry_point=LateNaNRewardEnv, max_episode_steps=TIME_LIMIT)
+gym.register("UnboundedAction-v0", entry_point=UnboundedActionEnv, max_episode_steps=TIME_LIMIT)
+gym.register("ImageObservation-v0", entry_point=ImageObservationEnv, max_episode_steps=TIME_LIMIT)

@@ -4,26 +4,26 @@ draws the TD target's a' (its distance to the authors' numbers is in test_golden
 One short training run per path on the counting env, with the same seed; batch size, env count and evaluation
 episodes are all 4 so that the compiled chain has a single batch shape (one compile, ~20-50 s on 2 cores).
 """
-import copy
-
 import pytest
 import torch
 
-import nclql_continuous_action as nclql
+from tests.conftest import update_parts
+
+NUM_UPDATES = 32 // 4 + 1  # total_timesteps // num_envs + 1, as the authors count
 
 
-def small_args(script, **overrides):
-    chain = dict(num_levels=3, steps_per_level=2) if hasattr(script, "sigma_schedule") else dict(langevin_steps=6)
+def small_args(script, short_chain, **overrides):
     return script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=4, batch_size=4, eval_episodes=4,
-                       total_timesteps=32, learning_starts=16, eval_frequency=10**6, **chain, **overrides)
+                       total_timesteps=32, learning_starts=16, eval_frequency=10**6, **short_chain, **overrides)
 
 
-def test_compiled_training_matches_eager(script, tmp_path, monkeypatch):
+def test_compiled_training_matches_eager(script, short_chain, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runs = {}
     for compile_ in (False, True):
-        summary = script.train(small_args(script, compile=compile_, exp_name=f"compile_{compile_}"))
-        assert summary["exit_code"] == 0 and summary["num_updates"] == 9
+        summary = script.train(small_args(script, short_chain, compile=compile_, exp_name=f"compile_{compile_}"))
+        assert summary["exit_code"] == 0, f"--compile={compile_}: exit code {summary['exit_code']}"
+        assert summary["num_updates"] == NUM_UPDATES, f"--compile={compile_}: {summary['num_updates']} updates"
         runs[compile_] = torch.load(summary["checkpoint"], weights_only=True)["critic"]
     worst = max((runs[True][name] - runs[False][name]).abs().max().item() for name in runs[False])
     # Compiled and eager draw the same random numbers; what differs is float rounding (and mish's one-exp form).
@@ -41,56 +41,86 @@ def test_fast_path_mish_matches_torch_mish_in_value_and_gradient(script):
     ours = script.mish_one_exp(x32)
     (ours_grad,) = torch.autograd.grad(ours.sum(), x32)
     scale = reference.detach().abs().clamp(min=1e-30)
-    assert ((ours.double() - reference).abs() / scale).max() < 2e-6, "relative error of mish(x)"
+    relative_error = ((ours.double() - reference).abs() / scale).max().item()
+    assert relative_error < 2e-6, f"relative error of mish(x) up to {relative_error:.2e}"
     # Its autograd loses digits where n / (n + 2) has n ~ e^(2x) huge (7 < x < 20): 5e-6 measured, 1e-5 allowed.
-    assert (ours_grad.double() - reference_grad).abs().max() < 1e-5, "absolute error of mish'(x)"
+    grad_error = (ours_grad.double() - reference_grad).abs().max().item()
+    assert grad_error < 1e-5, f"absolute error of mish'(x) up to {grad_error:.2e}"
 
 
-def update_parts(script, obs_dim=5, act_dim=3, batch_size=64):
-    torch.manual_seed(0)
-    args = script.Args()
-    if script is nclql:
-        critic = nclql.NoiseConditionedTwinCritic(obs_dim, act_dim, args.num_levels)
-        extra = (nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels),)
-    else:
-        critic, extra = script.TwinCritic(obs_dim, act_dim), ()
-    critic_target = copy.deepcopy(critic).requires_grad_(False)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3, fused=True)
-    batch = (torch.randn(batch_size, obs_dim), torch.rand(batch_size, act_dim) * 2 - 1, torch.randn(batch_size),
-             torch.randn(batch_size, obs_dim), torch.zeros(batch_size))
-    return args, critic, critic_target, optimizer, extra, batch
-
-
-def test_bf16_chain_runs_only_the_td_targets_chain_on_a_bf16_copy_that_follows_the_critic(script):
-    args, critic, critic_target, optimizer, extra, batch = update_parts(script)
+def test_bf16_chain_draws_only_the_td_targets_a_prime_on_a_bf16_copy_that_follows_the_critic(script):
+    args = script.Args(learning_rate=1e-3)  # Adam steps of ~1e-3: large enough to change bf16 weights each update
+    critic, critic_target, optimizer, batch = update_parts(script, args)
     chain_critic = script.bf16_copy(critic)
-    seen = []
+    calls = []
 
-    def spy_sampler(chain, obs, *rest):
-        seen.append([p.clone() for p in chain.parameters()])
-        actions = script.sample_actions(chain, obs, *rest)
-        assert actions.dtype == torch.float32, "the chain's actions stay float32"
+    def spy_policy(chain, obs, args):
+        calls.append((chain, [p.clone() for p in chain.parameters()]))
+        actions = script.langevin_policy(chain, obs, args)
+        assert actions.dtype == torch.float32, f"the chain's actions are {actions.dtype}, not float32"
         return actions
 
-    for _ in range(3):
+    for update in range(3):
         before = [p.detach().to(torch.bfloat16) for p in critic.parameters()]
-        metrics = script.update_critic(batch, critic, critic_target, optimizer, *extra, args, sample_fn=spy_sampler,
-                                       chain_critic=chain_critic)
-        assert all(torch.equal(p_seen, p) for p_seen, p in zip(seen[-1], before)), "a' is drawn on bf16(critic)"
-        assert all(torch.equal(p_chain, p.to(torch.bfloat16))
-                   for p_chain, p in zip(chain_critic.parameters(), critic.parameters())), "the copy follows"
-        assert all(torch.isfinite(value) for value in metrics.values())
-    assert all(p.dtype == torch.float32 for p in [*critic.parameters(), *critic_target.parameters()])
-    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in chain_critic.parameters())
-    assert all(state["exp_avg"].dtype == torch.float32 for state in optimizer.state.values())
+        metrics = script.update_critic(batch, critic, critic_target, optimizer, policy=spy_policy,
+                                       chain_critic=chain_critic, args=args)
+        assert len(calls) == update + 1, f"{len(calls)} chains drawn in {update + 1} updates: one per update, for a'"
+        chain, params_seen = calls[-1]
+        assert chain is chain_critic, f"update {update}: a' was drawn on {type(chain).__name__}, not the bf16 copy"
+        stale = sum(not torch.equal(p_seen, p) for p_seen, p in zip(params_seen, before))
+        assert stale == 0, f"update {update}: {stale} of the chain's tensors were not bf16(critic before the update)"
+        behind = sum(not torch.equal(p_chain, p.to(torch.bfloat16))
+                     for p_chain, p in zip(chain_critic.parameters(), critic.parameters()))
+        assert behind == 0, f"update {update}: {behind} tensors of the bf16 copy did not follow the critic"
+        moved = sum(not torch.equal(p_chain, p_before) for p_chain, p_before in zip(chain_critic.parameters(), before))
+        assert moved > 0, f"update {update}: the bf16 copy did not change, so 'it follows' proved nothing"
+        assert all(torch.isfinite(value) for value in metrics.values()), metrics
+    dtypes = {p.dtype for p in [*critic.parameters(), *critic_target.parameters()]}
+    assert dtypes == {torch.float32}, f"the critic and its target hold {dtypes}"
+    chain_dtypes = {(p.dtype, p.requires_grad) for p in chain_critic.parameters()}
+    assert chain_dtypes == {(torch.bfloat16, False)}, f"the copy's weights are (dtype, requires_grad) {chain_dtypes}"
+    buffer_dtypes = {b.dtype for b in chain_critic.buffers()}  # NC-LQL's sigmas; LQL's critic has none
+    assert buffer_dtypes <= {torch.float32}, f"the copy's buffers are {buffer_dtypes}: only the weights go bf16"
+    adam_dtypes = {state["exp_avg"].dtype for state in optimizer.state.values()}
+    assert adam_dtypes == {torch.float32}, f"Adam's moments are {adam_dtypes}"
 
 
 @pytest.mark.parametrize("compile_", [False, True], ids=["eager", "compile"])
-def test_a_run_with_bf16_chain_trains(script, compile_, tmp_path, monkeypatch):
+def test_a_run_with_bf16_chain_trains_its_float32_critic_drawing_a_prime_on_a_bf16_copy(
+        script, short_chain, compile_, tmp_path, monkeypatch):
     if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
         pytest.skip("this CPU has no bf16 matmul: --bf16-chain is refused here (see test_training_loop.py)")
     monkeypatch.chdir(tmp_path)
-    summary = script.train(small_args(script, compile=compile_, bf16_chain=True, exp_name=f"bf16_{compile_}"))
-    assert summary["exit_code"] == 0 and summary["num_updates"] == 9
+    chains = []
+    real_update = script.update_critic
+
+    def spy_update(batch, critic, critic_target, optimizer, policy, chain_critic, args):
+        chains.append((chain_critic is critic, {p.dtype for p in chain_critic.parameters()}))
+        return real_update(batch, critic, critic_target, optimizer, policy, chain_critic, args)
+
+    monkeypatch.setattr(script, "update_critic", spy_update)
+    summary = script.train(small_args(script, short_chain, compile=compile_, bf16_chain=True,
+                                      exp_name=f"bf16_{compile_}"))
+    assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
+    assert summary["num_updates"] == NUM_UPDATES, f"{summary['num_updates']} updates"
+    assert chains == [(False, {torch.bfloat16})] * NUM_UPDATES, f"chain critics seen by the updates: {chains}"
     saved = torch.load(summary["checkpoint"], weights_only=True)
-    assert all(value.dtype == torch.float32 and torch.isfinite(value).all() for value in saved["critic"].values())
+    not_fp32 = {name: value.dtype for name, value in saved["critic"].items() if value.dtype != torch.float32}
+    assert not not_fp32, f"the saved critic holds non-float32 tensors: {not_fp32}"
+    non_finite = [name for name, value in saved["critic"].items() if not torch.isfinite(value).all()]
+    assert not non_finite, f"non-finite tensors in the saved critic: {non_finite}"
+
+
+def test_a_run_without_bf16_chain_draws_a_prime_on_the_critic_itself(script, short_chain, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    chains = []
+    real_update = script.update_critic
+
+    def spy_update(batch, critic, critic_target, optimizer, policy, chain_critic, args):
+        chains.append(chain_critic is critic)
+        return real_update(batch, critic, critic_target, optimizer, policy, chain_critic, args)
+
+    monkeypatch.setattr(script, "update_critic", spy_update)
+    summary = script.train(small_args(script, short_chain, save_model=False))
+    assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
+    assert chains == [True] * NUM_UPDATES, f"chain critic is the critic, per update: {chains}"

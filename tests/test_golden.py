@@ -37,7 +37,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def authors_critic(prefix: str, pair=("q1", "q2"), **critic_kwargs) -> nclql.NoiseConditionedTwinCritic:
     """A twin critic holding the authors' parameters `{prefix}.{q1,q2}`."""
     args = nclql.Args()
-    critic = nclql.NoiseConditionedTwinCritic(OBS_DIM, ACT_DIM, args.num_levels, hidden_dim=HIDDEN, **critic_kwargs)
+    sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels)
+    critic = nclql.NoiseConditionedTwinCritic(OBS_DIM, ACT_DIM, sigmas, hidden_dim=HIDDEN, **critic_kwargs)
     with torch.no_grad():
         for ours, theirs in LAYERS.items():
             layer = getattr(critic, ours)
@@ -98,10 +99,9 @@ def test_sampler_equals_the_authors_get_action(monkeypatch, case, num_particles,
     args = nclql.Args(num_particles=num_particles, q_grad_norm=grad_norm)
     critic = authors_critic("init") if chain == "fp32" else nclql.bf16_copy(authors_critic("init"))
     tolerance = FP32 if chain == "fp32" else BF16
-    sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels)
     draws = ReplayedDraws(monkeypatch, chain_draws(GOLDEN[f"act.{case}.start"], GOLDEN[f"act.{case}.noise"]))
     with torch.no_grad():
-        actions = nclql.sample_actions(critic, torch.from_numpy(GOLDEN["act.obs"]), ACT_DIM, sigmas, args)
+        actions = nclql.langevin_policy(critic, torch.from_numpy(GOLDEN["act.obs"]), args)
     draws.assert_all_used()
     gaps = (actions - torch.from_numpy(GOLDEN[f"act.{case}.actions"])).abs()
     assert actions.dtype == torch.float32 and gaps.max() < tolerance["action"], \
@@ -115,9 +115,8 @@ def test_updates_equal_the_authors_update(monkeypatch, chain):
     args = nclql.Args()
     critic, critic_target = authors_critic("init"), authors_critic("init", ("target_q1", "target_q2"))
     critic_target.requires_grad_(False)
-    chain_critic, tolerance = (None, FP32) if chain == "fp32" else (nclql.bf16_copy(critic), BF16)
+    chain_critic, tolerance = (critic, FP32) if chain == "fp32" else (nclql.bf16_copy(critic), BF16)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)  # as train() makes it
-    sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels)
     num_updates = sum(1 for name in GOLDEN.files if name.endswith(".td_loss"))
     for i in range(num_updates):
         u = lambda name: GOLDEN[f"update{i}.{name}"]  # noqa: E731
@@ -125,7 +124,8 @@ def test_updates_equal_the_authors_update(monkeypatch, chain):
                       for name in ("obs", "action", "reward", "next_obs", "done"))
         draws = ReplayedDraws(monkeypatch, chain_draws(u("next_start"), u("next_noise"))
                               + [u("levels").astype(np.int64), u("smoothing_noise")])
-        metrics = nclql.update_critic(batch, critic, critic_target, optimizer, sigmas, args, chain_critic=chain_critic)
+        metrics = nclql.update_critic(batch, critic, critic_target, optimizer, policy=nclql.langevin_policy,
+                                      chain_critic=chain_critic, args=args)
         draws.assert_all_used()
         for loss in ("td_loss", "smoothing_loss"):  # ours is the mean of the two critics' losses
             expected = u(loss).mean()
@@ -135,7 +135,7 @@ def test_updates_equal_the_authors_update(monkeypatch, chain):
         target_gap = worst_param_gap(critic_target, f"after{i}", ("target_q1", "target_q2"))
         assert online_gap < tolerance["online"], f"update {i}: online parameters differ by {online_gap:.2e}"
         assert target_gap < tolerance["target"], f"update {i}: target parameters differ by {target_gap:.2e}"
-        if chain_critic is not None:  # the bf16 copy follows the online critic after every update
+        if chain_critic is not critic:  # the bf16 copy follows the online critic after every update
             assert all(torch.equal(p_chain, p.to(torch.bfloat16))
                        for p_chain, p in zip(chain_critic.parameters(), critic.parameters()))
     # The check means something only if the updates moved the parameters well past the tolerance.

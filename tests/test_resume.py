@@ -44,41 +44,50 @@ def test_a_run_stopped_by_sigterm_resumes_where_it_stopped(script, tmp_path, mon
     (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
     saved = torch.load(path, weights_only=True)
     stopped_at, saved_updates = saved["global_step"], saved["num_updates"]
-    assert saved["replay_buffer"]["size"] == stopped_at > 20 and saved["eval_returns"], saved["eval_returns"]
+    assert saved["replay_buffer"]["size"] == stopped_at > 20, \
+        f"stopped at env step {stopped_at} with {saved['replay_buffer']['size']} transitions saved"
+    assert saved["eval_returns"], "stopped before its first evaluation"
 
     # Resume in-process, to a total the stopped run had not reached; check what the first action and update find.
     first_update, first_action = {}, {}
-    real_update, real_sample = script.update_critic, script.sample_actions
+    real_update, real_policy = script.update_critic, script.langevin_policy
 
-    def spy_sample(*args, **kwargs):
+    def spy_policy(critic, obs, args):
         first_action.setdefault("rng", torch.get_rng_state())
-        return real_sample(*args, **kwargs)
+        return real_policy(critic, obs, args)
 
-    def spy_update(batch, critic, critic_target, optimizer, *rest, **kwargs):
+    def spy_update(batch, critic, critic_target, optimizer, policy, chain_critic, args):
         if not first_update:
             first_update["critic"] = {k: v.clone() for k, v in critic.state_dict().items()}
-            first_update["target"] = {k: v.clone() for k, v in critic_target.state_dict().items()}
+            first_update["critic_target"] = {k: v.clone() for k, v in critic_target.state_dict().items()}
             adam_states = optimizer.state_dict()["state"].values()
             first_update["adam"] = [{k: v.clone() for k, v in state.items()} for state in adam_states]
-        return real_update(batch, critic, critic_target, optimizer, *rest, **kwargs)
+        return real_update(batch, critic, critic_target, optimizer, policy, chain_critic, args)
 
     monkeypatch.setattr(script, "update_critic", spy_update)
-    monkeypatch.setattr(script, "sample_actions", spy_sample)
+    monkeypatch.setattr(script, "langevin_policy", spy_policy)
     monkeypatch.chdir(tmp_path)
     total = stopped_at - 20 + 40  # 40 learning steps (20 updates) more than where it stopped
     args = dataclasses.replace(script.Args(**saved["args"]), resume=path, total_timesteps=total, save_buffer=True)
     summary = script.train(args)
-    assert summary["exit_code"] == 0
+    assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
 
     for name in ("critic", "critic_target"):
-        key = "critic" if name == "critic" else "target"
-        assert all(torch.equal(first_update[key][k], v) for k, v in saved[name].items()), f"{name} not restored"
+        differ = [k for k, v in saved[name].items() if not torch.equal(first_update[name][k], v)]
+        assert not differ, f"{name} not restored: {differ} differ from the checkpoint's"
     saved_adam = list(saved["optimizer"]["state"].values())
-    assert all(torch.equal(first_update["adam"][i][k], v) for i, s in enumerate(saved_adam) for k, v in s.items())
+    differ = [(i, k) for i, state in enumerate(saved_adam) for k, v in state.items()
+              if not torch.equal(first_update["adam"][i][k], v)]
+    assert not differ, f"Adam's state not restored: (parameter, entry) {differ} differ from the checkpoint's"
     assert torch.equal(first_action["rng"], saved["rng"]["torch"]), "torch's random state not restored"
+    # The resumed run's buffer (saved again at its end) starts with the stopped run's, transition for transition.
+    resumed_buffer = torch.load(path, weights_only=True)["replay_buffer"]
     n = saved["replay_buffer"]["size"]
-    for field in ("obs", "next_obs", "actions", "rewards", "terminated"):
-        assert torch.equal(getattr(summary["replay_buffer"], field)[:n], saved["replay_buffer"][field]), field
+    assert resumed_buffer["size"] == summary["global_step"] > n, \
+        f"{resumed_buffer['size']} transitions after {summary['global_step']} env steps ({n} when stopped)"
+    differ = [field for field in script.ReplayBuffer.FIELDS
+              if not torch.equal(resumed_buffer[field][:n], saved["replay_buffer"][field])]
+    assert not differ, f"the stopped run's transitions changed on resume in {differ}"
 
     # The counters and the evaluation schedule continue as in a run that was never stopped.
     monkeypatch.undo()
@@ -86,13 +95,16 @@ def test_a_run_stopped_by_sigterm_resumes_where_it_stopped(script, tmp_path, mon
     monkeypatch.chdir(tmp_path / "straight")
     straight = script.train(script.Args(**{**COUNTER, "total_timesteps": total, "save_model": False}))
     assert summary["run_dir"] == os.path.dirname(path)
-    assert summary["global_step"] == straight["global_step"] and summary["num_updates"] == straight["num_updates"]
-    assert summary["num_updates"] > saved_updates
+    counters = {key: (summary[key], straight[key]) for key in ("global_step", "num_updates")}
+    assert all(resumed == unstopped for resumed, unstopped in counters.values()), f"(resumed, straight): {counters}"
+    assert summary["num_updates"] > saved_updates, f"{summary['num_updates']} updates, {saved_updates} when stopped"
     eval_steps = [step for step, _ in summary["eval_returns"]]
-    assert eval_steps == [step for step, _ in straight["eval_returns"]], eval_steps
+    straight_steps = [step for step, _ in straight["eval_returns"]]
+    assert eval_steps == straight_steps, f"evaluated at env steps {eval_steps}, a straight run at {straight_steps}"
     # TensorBoard: one curve on one x-axis, each evaluation once, across the two runs' event files.
     events = EventAccumulator(summary["run_dir"]).Reload()
-    assert [event.step for event in events.Scalars("eval/episodic_return")] == eval_steps
+    logged_steps = [event.step for event in events.Scalars("eval/episodic_return")]
+    assert logged_steps == eval_steps, f"TensorBoard has evaluations at {logged_steps}, the run made {eval_steps}"
 
 
 def test_resuming_without_the_buffer_refills_it_with_the_policy_before_updating(script, tmp_path, monkeypatch,
@@ -100,13 +112,34 @@ def test_resuming_without_the_buffer_refills_it_with_the_policy_before_updating(
     summary, path = finished_run(script, tmp_path, monkeypatch)
     saved = torch.load(path, weights_only=True)
     assert saved["replay_buffer"] is None  # --save-buffer is off by default
-    args = dataclasses.replace(script.Args(**saved["args"]), resume=path, total_timesteps=60)
+    calls = []
+    real_update, real_policy = script.update_critic, script.langevin_policy
+
+    def spy_policy(critic, obs, args):
+        calls.append("policy")
+        return real_policy(critic, obs, args)
+
+    def spy_update(batch, critic, critic_target, optimizer, policy, chain_critic, args):
+        calls.append("update")
+        return real_update(batch, critic, critic_target, optimizer, policy, chain_critic, args)
+
+    monkeypatch.setattr(script, "langevin_policy", spy_policy)
+    monkeypatch.setattr(script, "update_critic", spy_update)
+    args = dataclasses.replace(script.Args(**saved["args"]), resume=path, total_timesteps=60, save_buffer=True)
     resumed = script.train(args)
     out = capsys.readouterr().out
     assert "no replay buffer saved: refilling 20 transitions with the policy" in out, out
+    # The refill's 10 vector steps act with the policy (not uniform-random actions), then the first learning step
+    # acts with it and updates.
+    first_update = calls.index("update") if "update" in calls else None
+    assert first_update == 10 + 1, f"the first update came after {first_update} policy calls, not 10 + 1"
     # 20 refilled transitions (uncounted) and 10 more vector steps, each with one update.
-    assert resumed["global_step"] == saved["global_step"] + 20 and resumed["replay_buffer"].size == 20 + 20
-    assert resumed["num_updates"] == saved["num_updates"] + 10
+    assert resumed["global_step"] == saved["global_step"] + 20, \
+        f"env steps {saved['global_step']} -> {resumed['global_step']}"
+    assert resumed["num_updates"] == saved["num_updates"] + 10, \
+        f"updates {saved['num_updates']} -> {resumed['num_updates']}"
+    stored = torch.load(path, weights_only=True)["replay_buffer"]["size"]
+    assert stored == 20 + 20, f"{stored} transitions in the buffer: 20 refilled and 20 new expected"
 
 
 @pytest.mark.parametrize("option, value", [("--w", "300"), ("--env-id", "tests.fake_envs:NaNReward-v0"),
@@ -142,7 +175,8 @@ def test_a_checkpoint_named_from_inside_its_folder_resumes_there(script, tmp_pat
 
 
 @pytest.mark.parametrize("flag", ["--resume", "--eval-checkpoint"])
-@pytest.mark.parametrize("damage", ["missing", "truncated", "not a checkpoint", "other script", "other version"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not a checkpoint", "other script", "other version",
+                                    "other critic"])
 def test_a_bad_checkpoint_is_refused_with_exit_2_and_nothing_written(script, flag, damage, tmp_path, monkeypatch,
                                                                      capsys):
     _, path = finished_run(script, tmp_path, monkeypatch)
@@ -154,11 +188,16 @@ def test_a_bad_checkpoint_is_refused_with_exit_2_and_nothing_written(script, fla
         open(bad, "w").write("hello")
     elif damage == "other script":
         checkpoint = torch.load(path, weights_only=True)
-        checkpoint["algorithm"] = "lql" if checkpoint["algorithm"] == "nclql" else "nclql"
+        (checkpoint["algorithm"],) = {"nclql", "lql"} - {checkpoint["algorithm"]}  # the other script's name
         torch.save(checkpoint, bad)
     elif damage == "other version":  # a checkpoint whose options this version does not know
         checkpoint = torch.load(path, weights_only=True)
         checkpoint["args"]["an_option_from_elsewhere"] = 1
+        torch.save(checkpoint, bad)
+    elif damage == "other critic":  # same options, a critic of another layout (e.g. from before sigmas were a buffer)
+        checkpoint = torch.load(path, weights_only=True)
+        for key in ("critic", "critic_target"):
+            checkpoint[key]["a_parameter_from_elsewhere"] = torch.zeros(1)
         torch.save(checkpoint, bad)
     listing = sorted(glob.glob(str(tmp_path / "**"), recursive=True))
     code = script.main([flag, bad])

@@ -87,7 +87,7 @@ def run_lql_quadratic(n, bf16=False):
     torch.manual_seed(0)
     h, k = 1e-3, 300  # a step large enough to see its bias; 300 steps forget the init to 1.5e-4
     q_fn = in_bf16(quadratic_q) if bf16 else quadratic_q
-    return lql.langevin_sample(q_fn, n, 2, k, h, W, grad_norm=False), [h] * k
+    return lql.langevin_sample(q_fn, batch_size=n, act_dim=2, num_steps=k, step_size=h, w=W, grad_norm=False), [h] * k
 
 
 @functools.cache
@@ -96,14 +96,14 @@ def run_nclql_quadratic(n, bf16=False):
     # Gaussian smoothing of a quadratic only lowers it by a constant, sigma^2 tr(P) / 2: each level's landscape
     # is exact. The default schedule (steps up to 1.0) would overshoot this Q to the box faces; this one is
     # stable: steps 4.5e-3 down to 5e-4, 60 per level.
-    sigmas, step_lr, per_level = nclql.sigma_schedule(0.03, 0.01, 5), 5e-4, 60
+    sigmas, step_lr, per_level = nclql.sigma_schedule(sigma_max=0.03, sigma_min=0.01, num_levels=5), 5e-4, 60
     trace_p = float(QUAD_P.trace())
 
     def q_fn(a, level):
         return quadratic_q(a) - 0.5 * sigmas[level].to(a.dtype) ** 2 * trace_p
 
-    actions = nclql.annealed_langevin_sample(in_bf16(q_fn) if bf16 else q_fn, n, 2, sigmas, per_level, step_lr, W,
-                                             grad_norm=False)
+    actions = nclql.annealed_langevin_sample(in_bf16(q_fn) if bf16 else q_fn, batch_size=n, act_dim=2, sigmas=sigmas,
+                                             steps_per_level=per_level, step_lr=step_lr, w=W, grad_norm=False)
     steps = [step_lr * (s / sigmas[-1].item()) ** 2 for s in sigmas.tolist() for _ in range(per_level)]
     return actions, steps
 
@@ -203,7 +203,8 @@ def test_normalised_chain_samples_a_law_set_by_the_argmax_alone(regime, curvatur
     def q_fn(a):
         return -0.5 * curvature * ((a - A_STAR) ** 2).sum(-1)
 
-    actions = lql.langevin_sample(in_bf16(q_fn) if bf16 else q_fn, n, 1, steps, h, w, grad_norm=True)
+    actions = lql.langevin_sample(in_bf16(q_fn) if bf16 else q_fn, batch_size=n, act_dim=1, num_steps=steps,
+                                  step_size=h, w=w, grad_norm=True)
     assert (actions.abs() < 1).all(), "a chain touched the box: the unclipped law does not apply"
     a = actions[:, 0].double().numpy()
     x = a - a.mean()
@@ -249,18 +250,19 @@ def test_annealing_over_smoothed_landscapes_recovers_mode_weights_that_plain_lan
     n = 8000
     # alpha_l = step_lr (sigma_l / sigma_min)^2 keeps alpha_l / (s^2 + sigma_l^2) <= 0.1 at every level; 600 steps
     # per level let chains keep crossing until the barrier is a few nats high.
-    sigmas, step_lr, per_level = nclql.sigma_schedule(0.3, 0.01, 10), 1e-5, 600
+    sigmas, step_lr, per_level = nclql.sigma_schedule(sigma_max=0.3, sigma_min=0.01, num_levels=10), 1e-5, 600
     level_var = MIX_SD**2 + sigmas**2
 
     torch.manual_seed(0)
     annealed = nclql.annealed_langevin_sample(lambda a, level: mixture_log_density(a, level_var[level]) / W,
-                                              n, 1, sigmas, per_level, step_lr, W, grad_norm=False)
+                                              batch_size=n, act_dim=1, sigmas=sigmas, steps_per_level=per_level,
+                                              step_lr=step_lr, w=W, grad_norm=False)
     # The plain chain on the sharpest landscape, same number of gradient steps, at the step the annealed chain
     # uses at its top level relative to the landscape's width (alpha / variance = 0.1).
     clean_var = float(level_var[-1])
     torch.manual_seed(0)
-    plain = lql.langevin_sample(lambda a: mixture_log_density(a, clean_var) / W, n, 1,
-                                len(sigmas) * per_level, 0.1 * clean_var, W, grad_norm=False)
+    plain = lql.langevin_sample(lambda a: mixture_log_density(a, clean_var) / W, batch_size=n, act_dim=1,
+                                num_steps=len(sigmas) * per_level, step_size=0.1 * clean_var, w=W, grad_norm=False)
     assert (annealed.abs() < 1).all() and (plain.abs() < 1).all(), "a chain touched the box"
     # For the record, NC-LQL's default schedule (sigma 0.1 -> 0.001, 2 steps per level, steps 1.0 -> 1e-4) on the
     # same modes: sigma_max = 0.1 never merges modes 0.6 apart, and its first steps throw the chains to the faces.
@@ -268,8 +270,8 @@ def test_annealing_over_smoothed_landscapes_recovers_mode_weights_that_plain_lan
     default_sigmas = nclql.sigma_schedule(default.sigma_max, default.sigma_min, default.num_levels)
     torch.manual_seed(0)
     at_defaults = nclql.annealed_langevin_sample(
-        lambda a, level: mixture_log_density(a, MIX_SD**2 + default_sigmas[level] ** 2) / W, n, 1,
-        default_sigmas, default.steps_per_level, default.step_lr, W, grad_norm=False)
+        lambda a, level: mixture_log_density(a, MIX_SD**2 + default_sigmas[level] ** 2) / W, batch_size=n, act_dim=1,
+        sigmas=default_sigmas, steps_per_level=default.steps_per_level, step_lr=default.step_lr, w=W, grad_norm=False)
 
     sd = math.sqrt(clean_var)
     annealed_shares, plain_shares = mode_shares(annealed, sd), mode_shares(plain, sd)

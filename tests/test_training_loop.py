@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests import fake_envs
+from tests.conftest import ROOT, one_plain_update
 
 TINY = ["--env-id", "tests.fake_envs:Counter-v0", "--num-envs", "2", "--eval-episodes", "2"]
 
@@ -29,7 +30,7 @@ def script_path(script):
     (["--env-id", "CartPole-v1"], "Discrete action space"),
     (["--env-id", "tests.fake_envs:UnboundedAction-v0"], "unbounded action bounds"),
     (["--env-id", "tests.fake_envs:ImageObservation-v0"], "flat vector observations"),
-    (["--batch-size", "512", "--buffer-size", "256"], "cannot exceed --buffer-size"),
+    (["--batch-size", "512", "--buffer-size", "256"], "exceeds --buffer-size"),
     (["--num-envs", "0"], "--num-envs must be positive"),
     (["--total-timesteps", "-5"], "--total-timesteps must be positive"),
     (["--learning-starts", "-1"], "--learning-starts must be >= 0"),
@@ -74,7 +75,7 @@ def test_compile_without_a_cpp_compiler_stops_before_anything_starts(script, tmp
     monkeypatch.setattr(script.shutil, "which", lambda name: None)
     code = script.main(TINY + ["--compile", "--no-cuda"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "needs a C++ compiler" in err, (code, err)
+    assert code == 2 and len(err.splitlines()) == 1 and "needs g++ on PATH" in err, (code, err)
     assert not os.path.exists(tmp_path / "runs")
 
 
@@ -88,7 +89,7 @@ def test_bf16_chain_without_bf16_hardware_stops_before_anything_starts(script, t
     assert not os.path.exists(tmp_path / "runs")
 
 
-def test_bad_input_through_a_real_command_line(script, tmp_path):
+def test_bad_input_through_a_real_command_line_is_one_line_without_a_traceback(script, tmp_path):
     """The same contract for a user at a shell: one line on stderr, exit code 2, no traceback, no runs/."""
     result = subprocess.run([sys.executable, script_path(script), "--env-id", "Pendulum-v99"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
@@ -97,25 +98,65 @@ def test_bad_input_through_a_real_command_line(script, tmp_path):
     assert not os.path.exists(tmp_path / "runs")
 
 
-def test_truncation_keeps_the_final_observation_and_no_transition_spans_a_reset(script, tmp_path, monkeypatch):
-    """Counter env: obs[0] counts steps since reset; half the episodes terminate at 4, the others are truncated
-    by the 6-step time limit. Every stored transition must satisfy next_obs[0] == obs[0] + 1, a truncated one
-    must keep its true final obs (t = 6, not the reset obs t = 0) with terminated = 0."""
+def assert_each_transition_is_one_real_step(obs, next_obs, terminated):
+    """Counter env transitions (obs[0] = t since reset, obs[1] = will_terminate): each is one step, t -> t + 1,
+    never across a reset; a truncated one (t + 1 = TIME_LIMIT) keeps its true final obs, not the reset obs (t = 0),
+    and is stored with terminated = 0; terminated = 1 flags exactly the true terminals (t + 1 = terminal_step with
+    will_terminate)."""
+    steps_apart = next_obs[:, 0] - obs[:, 0]
+    assert np.all(steps_apart == 1), f"{np.sum(steps_apart != 1)} of {len(obs)} transitions span a reset"
+    truncated = next_obs[:, 0] == fake_envs.TIME_LIMIT
+    true_terminal = (next_obs[:, 0] == fake_envs.CounterEnv.terminal_step) & (obs[:, 1] == 1)
+    assert truncated.sum() > 5 and true_terminal.sum() > 5, \
+        f"too few to test: {truncated.sum()} truncations, {true_terminal.sum()} terminations"
+    assert np.all(terminated[truncated] == 0), \
+        f"{np.sum(terminated[truncated] != 0)} of {truncated.sum()} time-limit truncations were stored as terminal"
+    wrong = np.sum((terminated == 1) != true_terminal)
+    assert wrong == 0, f"terminated flags {wrong} transitions wrongly ({true_terminal.sum()} true terminals)"
+
+
+def test_a_truncated_transition_keeps_its_final_obs_and_only_a_termination_stops_bootstrapping(script):
+    """The env loop's pieces, as train() uses them: the SAME_STEP vector env, real_next_obs, the replay buffer."""
+    num_envs, num_steps = 3, 100
+    envs = script.make_vector_env("tests.fake_envs:Counter-v0", num_envs=num_envs, seed=0, capture_video=False,
+                                  run_name="unused")
+    rb = script.ReplayBuffer(capacity=num_envs * num_steps, obs_dim=2, act_dim=1, device=torch.device("cpu"))
+    obs, _ = envs.reset(seed=0)
+    finishes = {"terminated": 0, "truncated": 0}
+    for _ in range(num_steps):
+        actions = envs.action_space.sample()
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        finished = terminations | truncations
+        # SAME_STEP autoreset: a finished env already shows its reset obs; only real_next_obs recovers the last one.
+        assert np.all(next_obs[finished, 0] == 0), f"finished envs show {next_obs[finished]}, not their reset obs"
+        rb.add(obs, script.real_next_obs(next_obs, infos), actions, rewards, terminations)
+        finishes["terminated"] += terminations.sum()
+        finishes["truncated"] += (truncations & ~terminations).sum()
+        obs = next_obs
+    envs.close()
+    stored = rb.state_dict()
+    assert stored["size"] == num_envs * num_steps, f"{stored['size']} transitions stored"
+    obs, next_obs, terminated = (stored[name].numpy() for name in ("obs", "next_obs", "terminated"))
+    assert_each_transition_is_one_real_step(obs, next_obs, terminated)
+    stored_finishes = {"terminated": terminated.sum(), "truncated": np.sum(next_obs[:, 0] == fake_envs.TIME_LIMIT)}
+    assert stored_finishes == finishes, f"stored {stored_finishes}, the envs reported {finishes}"
+    # The update unpacks a sample as (obs, actions, rewards, next_obs, terminated): each flag goes with its own obs.
+    obs, actions, rewards, next_obs, terminated = (x.numpy() for x in rb.sample(batch_size=1000))
+    sampled_terminals = (next_obs[:, 0] == fake_envs.CounterEnv.terminal_step) & (obs[:, 1] == 1)
+    wrong = np.sum((terminated == 1) != sampled_terminals)
+    assert wrong == 0 and np.all(rewards == 1), f"{wrong} of 1000 sampled flags belong to another transition"
+
+
+def test_a_run_stores_each_transition_it_makes_with_its_real_next_obs(script, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # 100 random vector steps, then the one learning vector step (and update) that the shortest run makes.
     args = script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=3, total_timesteps=1, learning_starts=300,
-                       eval_episodes=2, batch_size=16, save_model=False)
+                       eval_episodes=2, batch_size=16, save_buffer=True)
     summary = script.train(args)
-    rb = summary["replay_buffer"]
-    obs, next_obs, terminated = (x[: rb.size].numpy() for x in (rb.obs, rb.next_obs, rb.terminated))
-    assert rb.size == 303
-    steps_apart = next_obs[:, 0] - obs[:, 0]
-    assert np.all(steps_apart == 1), f"{np.sum(steps_apart != 1)} transitions span a reset"
-    truncated = next_obs[:, 0] == 6
-    true_terminal = (next_obs[:, 0] == 4) & (obs[:, 1] == 1)
-    assert truncated.sum() > 5 and true_terminal.sum() > 5, (truncated.sum(), true_terminal.sum())
-    assert np.all(terminated[truncated] == 0), "a time-limit truncation was stored as terminal"
-    assert np.array_equal(terminated == 1, true_terminal), "terminated must flag exactly the true terminals"
+    assert summary["exit_code"] == 0 and summary["global_step"] == 303, summary
+    stored = torch.load(summary["checkpoint"], weights_only=True)["replay_buffer"]
+    assert stored["size"] == 303, f"{stored['size']} transitions stored in 303 env steps"
+    assert_each_transition_is_one_real_step(*(stored[name].numpy() for name in ("obs", "next_obs", "terminated")))
 
 
 def test_non_finite_loss_stops_with_exit_1_and_names_the_last_good_checkpoint(script, tmp_path, monkeypatch, capsys):
@@ -127,15 +168,18 @@ def test_non_finite_loss_stops_with_exit_1_and_names_the_last_good_checkpoint(sc
     err = capsys.readouterr().err
     assert summary["exit_code"] == 1, summary
     assert "non-finite loss" in err and "Last good checkpoint: runs/" in err, err
-    assert summary["checkpoint"] and os.path.exists(summary["checkpoint"])
-    assert glob.glob("runs/*/checkpoint_nonfinite.pt"), "the diverged state is saved beside the last good one"
+    assert summary["checkpoint"] and os.path.exists(summary["checkpoint"]), summary["checkpoint"]
+    (diverged,) = glob.glob("runs/*/checkpoint_nonfinite.pt")  # the diverged state, beside the last good one
     # Evaluations (and checkpoints) every 10 updates; the last before the check at update 101 is after update 100,
     # at env step 40 + 100 * 2.
-    assert summary["num_updates"] == 101, summary["num_updates"]
-    assert torch.load(summary["checkpoint"], weights_only=True)["global_step"] == 240
+    assert summary["num_updates"] == 101, f"stopped after {summary['num_updates']} updates"
+    last_good = torch.load(summary["checkpoint"], weights_only=True)["global_step"]
+    assert last_good == 240, f"the last good checkpoint is at env step {last_good}"
+    stopped_at = torch.load(diverged, weights_only=True)["num_updates"]
+    assert stopped_at == 101, f"the diverged checkpoint holds {stopped_at} updates"
 
 
-def test_hopper_end_to_end_through_the_command_line(script, tmp_path):
+def test_a_hopper_run_from_the_command_line_updates_evaluates_logs_and_saves(script, tmp_path):
     """A user's run, shortened: 100+ gradient updates, an evaluation, a tensorboard file and a checkpoint."""
     result = subprocess.run(
         [sys.executable, script_path(script), "--env-id", "Hopper-v4", "--total-timesteps", "500",
@@ -155,26 +199,29 @@ def test_hopper_end_to_end_through_the_command_line(script, tmp_path):
                                "learning_step", "num_updates", "last_eval_step", "eval_returns", "rng", "replay_buffer"}
     assert checkpoint["replay_buffer"] is None  # --save-buffer is off by default
     # One update per vector step after the warm-up, from env step 505 to 1005 with 5 envs (the authors' `<=`): 101
-    # updates, each one Adam step per loss
-    # (NC-LQL: TD and smoothing; LQL: TD).
-    adam_steps = checkpoint["optimizer"]["state"][0]["step"].item()
-    assert adam_steps == 101 * (2 if hasattr(script, "sigma_schedule") else 1), adam_steps
+    # updates, each with as many Adam steps as one update_critic call takes (one per loss).
+    _, adam_steps_per_update = one_plain_update(script, script.Args(cuda=False))
+    adam_steps = {state["step"].item() for state in checkpoint["optimizer"]["state"].values()}
+    assert checkpoint["num_updates"] == 101, f"{checkpoint['num_updates']} updates"
+    assert adam_steps == {101 * adam_steps_per_update}, \
+        f"Adam steps {adam_steps} after 101 updates of {adam_steps_per_update} steps each"
 
 
-def test_logged_scalars(script, tmp_path, monkeypatch):
+def test_a_run_logs_every_update_metric_the_returns_and_the_hyperparameters(script, tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.chdir(tmp_path)
     args = script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=2, total_timesteps=40, learning_starts=40,
                        eval_frequency=20, eval_episodes=2, batch_size=16)
     summary = script.train(args)
-    assert summary["exit_code"] == 0 and summary["num_updates"] == 21  # at steps 42, 44, ..., 82
-    assert [step for step, _ in summary["eval_returns"]] == [60, 80]
+    assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
+    assert summary["num_updates"] == 21, f"{summary['num_updates']} updates"  # at steps 42, 44, ..., 82
+    assert [step for step, _ in summary["eval_returns"]] == [60, 80], summary["eval_returns"]
     events = EventAccumulator(summary["run_dir"]).Reload()
+    metrics, _ = one_plain_update(script, dataclasses.replace(args, cuda=False))
+    assert {"td_loss", "q"} <= set(metrics), f"update_critic returns {sorted(metrics)}"
     expected = {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "eval/episodic_return",
-                "losses/td_loss", "values/q"}
-    if hasattr(script, "sigma_schedule"):  # NC-LQL
-        expected.add("losses/smoothing_loss")
+                *(f"values/{name}" if name == "q" else f"losses/{name}" for name in metrics)}
     missing = expected - set(events.Tags()["scalars"])
     assert not missing, f"not logged: {missing}"
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
@@ -195,12 +242,15 @@ def test_steps_updates_and_evaluations_are_counted_as_the_authors_count(script, 
     monkeypatch.chdir(tmp_path)
     args = script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=4, learning_starts=20,
                        total_timesteps=total_timesteps, eval_frequency=16, eval_episodes=2, batch_size=16,
-                       log_interval_s=1e-9, save_model=False)
+                       log_interval_s=1e-9, save_buffer=True)
     summary = script.train(args)
     out = capsys.readouterr().out
-    assert summary["exit_code"] == 0
-    assert summary["global_step"] == summary["replay_buffer"].size == env_steps, summary["global_step"]
-    assert summary["num_updates"] == num_updates, summary["num_updates"]
+    assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
+    saved = torch.load(summary["checkpoint"], weights_only=True)
+    counts = (summary["global_step"], saved["global_step"], saved["replay_buffer"]["size"])
+    assert counts == (env_steps,) * 3, f"env steps (run, checkpoint, transitions stored): {counts}"
+    assert summary["num_updates"] == saved["num_updates"] == num_updates, \
+        f"{summary['num_updates']} updates ({saved['num_updates']} in the checkpoint)"
     # The x-axis counts all env steps: the warm-up's 20, then 4 per update.
     assert [step for step, _ in summary["eval_returns"]] == [20 + 4 * u for u in eval_updates], summary["eval_returns"]
     eval_lines = [line for line in out.splitlines() if line.startswith("eval")]

@@ -3,13 +3,13 @@ against the FLOP floors.
 
 Not collected by pytest. Run it on a quiet machine (timings share the CPU with anything else running):
 
-    python tests/bench_speed.py                                  # both scripts, eager and compiled, CPU (+ CUDA)
-    python tests/bench_speed.py --paths eager --no-sps           # quick: update/act times only
-    python tests/bench_speed.py --paths compile --precisions fp32 bf16   # the fast path, without and with --bf16-chain
-    python tests/bench_speed.py --cleanrl-sac ../cleanrl/cleanrl/sac_continuous_action.py --cleanrl-python PY
+    python tests/benchmarks/bench_speed.py                                  # both scripts, eager and compiled, CPU (+ CUDA)
+    python tests/benchmarks/bench_speed.py --paths eager --no-sps           # quick: update/act times only
+    python tests/benchmarks/bench_speed.py --paths compile --precisions fp32 bf16   # the fast path, without and with --bf16-chain
+    python tests/benchmarks/bench_speed.py --cleanrl-sac ../cleanrl/cleanrl/sac_continuous_action.py --cleanrl-python PY
 
 - update ms: one `update_critic` at --batch-size on random Hopper-shaped data (median of --repeats).
-- act ms: `sample_actions` on --num-envs states (what the loop does once per vector step).
+- act ms: `langevin_policy` on --num-envs states (what the loop does once per vector step).
 - floor ms: the update's matmul FLOPs (as torch's flop counter counts them, see `update_flops`) divided by
   this machine's fp32 matmul rate, measured here on a 2048 x 2048 matmul at the start. update / floor: the
   median over repeats of each update's time against the matmul rate measured just before it (a drifting
@@ -27,7 +27,6 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
 """
 import argparse
 import contextlib
-import functools
 import io
 import os
 import re
@@ -38,9 +37,10 @@ import tempfile
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import lql_continuous_action as lql  # noqa: E402
 import nclql_continuous_action as nclql  # noqa: E402
 
@@ -85,58 +85,72 @@ def matmul_gflops(device, dtype=torch.float32):
     return 2 * 2048**3 / (ms * 1e-3) / 1e9
 
 
+class CountFlops(TorchDispatchMode):
+    """FLOPs of every op torch's flop counter knows (matmuls), without its module hooks: FlopCounterMode's hooks on
+    the critic's inputs fail inside the chain's torch.autograd.grad."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func._overloadpacket in flop_registry:
+            self.flops += flop_registry[func._overloadpacket](*args, **kwargs, out_val=out)
+        return out
+
+
 def update_flops(script, device, batch):
     """Matmul FLOPs of one update as torch counts them (`torch.utils.flop_counter`): every matmul an eager update
-    runs, backward passes included, at the shapes it runs them. The chain multiplies only fc1's action rows at each
-    step and its state term once per call; the level embedding runs on L rows per call, not per sample. At batch
-    256: NC-LQL 6.37 GFLOP on Hopper-v4, 7.11 on Humanoid-v4 (the issue says about 6.4 and 7.2); LQL 5.96, 6.50.
-    """
+    runs, backward passes included, at the shapes it runs them (figures: tests/benchmarks/README.md)."""
     obs_dim, act_dim = batch[0].shape[1], batch[1].shape[1]
-    args, critic, critic_target, optimizer, extra, _, _ = make_parts(script, device, False, False, obs_dim, act_dim)
-    with FlopCounterMode(display=False) as counter:
-        script.update_critic(batch, critic, critic_target, optimizer, *extra, args)
-    return counter.get_total_flops()
+    args, critic, critic_target, optimizer, policy, chain_critic = make_parts(script, device, False, False, obs_dim,
+                                                                              act_dim)
+    with CountFlops() as counter:
+        script.update_critic(batch, critic, critic_target, optimizer, policy, chain_critic, args)
+    return counter.flops
 
 
 def make_parts(script, device, compiled, bf16, obs_dim, act_dim):
-    args = script.Args(compile=compiled, bf16_chain=bf16)
-    activation = script.mish_one_exp if compiled else torch.nn.functional.mish
-    if script is nclql:
-        make = functools.partial(nclql.NoiseConditionedTwinCritic, obs_dim, act_dim, args.num_levels)
-        extra = (nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels).to(device),)
-    else:
-        make, extra = functools.partial(lql.TwinCritic, obs_dim, act_dim), ()
-    critic = make(activation=activation).to(device)
-    critic_target = make(activation=activation).to(device).requires_grad_(False)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)  # as in train()
-    chain_critic = script.bf16_copy(critic) if bf16 else None
-    sample_fn = script.sample_actions
-    if compiled:  # as in train()
-        sample_fn = script.compile_sampler(script.sample_actions)
-        script.compile_critics(critic, critic_target)
-    return args, critic, critic_target, optimizer, extra, sample_fn, chain_critic
+    """The update's pieces, built as train() builds them, fast path included."""
+    args = script.Args(compile=compiled, bf16_chain=bf16, cuda=device.type == "cuda")
+    critic = script.make_critic(args, obs_dim, act_dim)
+    critic_target = script.make_critic(args, obs_dim, act_dim).requires_grad_(False)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
+    policy, chain_critic = script.langevin_policy, critic
+    if bf16:
+        chain_critic = script.bf16_copy(critic)
+    if compiled:
+        policy = script.compile_policy(script.langevin_policy)
+        for module in (critic, critic_target):
+            module.compile(dynamic=False)
+    return args, critic, critic_target, optimizer, policy, chain_critic
 
 
 def time_update_and_act(script, device, compiled, bf16, cli):
     obs_dim, act_dim = cli.obs_dim, cli.act_dim
-    args, critic, critic_target, optimizer, extra, sample_fn, chain_critic = make_parts(script, device, compiled, bf16,
-                                                                                        obs_dim, act_dim)
+    args, critic, critic_target, optimizer, policy, chain_critic = make_parts(script, device, compiled, bf16, obs_dim,
+                                                                              act_dim)
     b = cli.batch_size
     batch = (torch.randn(b, obs_dim, device=device), torch.rand(b, act_dim, device=device) * 2 - 1,
              torch.randn(b, device=device), torch.randn(b, obs_dim, device=device), torch.zeros(b, device=device))
     states = torch.randn(cli.num_envs, obs_dim, device=device)
     start = time.perf_counter()
-    update = functools.partial(script.update_critic, batch, critic, critic_target, optimizer, *extra, args,
-                               sample_fn=sample_fn, chain_critic=chain_critic)
-    update()
-    with torch.no_grad():
-        sample_fn(critic, states, act_dim, *extra, args)
+
+    def update():
+        script.update_critic(batch, critic, critic_target, optimizer, policy, chain_critic, args)
+
+    def act():
+        with torch.no_grad():
+            policy(critic, states, args)
+
+    update(), act()
     first_call_s = time.perf_counter() - start
     flops = update_flops(script, device, batch)
     update_ms, floor_ratio = update_against_matmul(update, device, cli.repeats, flops)
     _, bf16_floor_ratio = update_against_matmul(update, device, max(3, cli.repeats // 4), flops, torch.bfloat16)
-    with torch.no_grad():
-        act_ms = median_ms(lambda: sample_fn(critic, states, act_dim, *extra, args), device, cli.repeats)
+    act_ms = median_ms(act, device, cli.repeats)
     return update_ms, act_ms, first_call_s, flops, floor_ratio, bf16_floor_ratio
 
 

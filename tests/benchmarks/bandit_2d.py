@@ -11,15 +11,17 @@ run on Q1 + Q2, so the law they target is exp(w (Q1 + Q2)) = exp(200 r) at the d
 
 Each script's critic is trained with the script's own `update_critic` on batches of uniform-random actions (an
 endless warm-up buffer; gamma = 0 and terminated = 1, so the TD target is reward_scale * r), then the script's own
-`sample_actions` draws actions with its default sampler (w = 500, gradient normalised, 20 gradient steps).
-Reported: the share of samples within NEAR_RADIUS of each optimum, and how many optima hold at least
-COVERED_SHARE of the samples, after 3000 updates and along the way (a learning curve from the same run).
+`langevin_policy` draws actions with its default sampler (w = 500, gradient normalised, 20 gradient steps).
+Reported: the share of samples within NEAR_RADIUS of each optimum, how many optima hold at least COVERED_SHARE of
+the samples, and the samples' mean reward against uniform-random actions', after 3000 updates and along the way
+(a learning curve from the same run).
 
-    python tests/bandit_2d.py --seed 1                # full size, ~10 min on 2 cores: README.md quotes seeds 1, 2, 3
-    python tests/bandit_2d.py --updates 500 --measure-at --samples 2000    # the size tests/test_bandit.py runs
-    python tests/bandit_2d.py --heights 1 1 1 0.8     # unequal optima: the soft policy drops the lowest
+    python tests/benchmarks/bandit_2d.py --seed 1             # full size, ~10 min on 2 cores; README: seeds 1, 2, 3
+    python tests/benchmarks/bandit_2d.py --updates 500 --measure-at --samples 2000   # tests/test_bandit.py's size
+    python tests/benchmarks/bandit_2d.py --heights 1 1 1 0.8  # unequal optima: the soft policy drops the lowest
 
-Not collected by pytest (a measurement, not a test); tests/test_bandit.py asserts its outcome at a smaller size.
+Not collected by pytest (a measurement, not a test); tests/test_bandit.py trains at a smaller size with
+`train_and_sample` and checks what every soft policy must do there.
 """
 import argparse
 import dataclasses
@@ -29,7 +31,7 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
@@ -64,6 +66,12 @@ def soft_policy_shares(grid_size: int = 801) -> torch.Tensor:
     return (probs[:, None] * near).sum(0).float()
 
 
+CHEAPEST_CHAIN = {"nclql": dict(steps_per_level=1), "lql": dict(langevin_steps=1)}
+"""the training chain's settings: with gamma = 0 the TD target's a' does not enter the target (see train_and_sample)"""
+UNIFORM_GRID = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 101)] * 2, indexing="ij"), -1).reshape(-1, 2)
+"""a 101 x 101 grid on the box: a mean over it is the mean under uniform-random actions, without sampling noise"""
+
+
 def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: int = 256,
                      learning_rate: float = 3e-3, seed: int = 1, measure_at: tuple[int, ...] = (),
                      chains: tuple[str, ...] = ("fp32",)) -> list[dict]:
@@ -77,58 +85,42 @@ def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: 
     copy of Args runs the cheapest chain there (1 step per level); sampling uses the default Args, on the critic or,
     for chain "bf16", on a bf16 copy of it (what --bf16-chain does for the TD target's a').
     """
-    args = SCRIPTS[name].Args(gamma=0.0, learning_rate=learning_rate)
+    script = SCRIPTS[name]
+    args = script.Args(gamma=0.0, learning_rate=learning_rate, cuda=False)
+    train_args = dataclasses.replace(args, **CHEAPEST_CHAIN[name])
     torch.manual_seed(seed)
-    if name == "nclql":
-        train_args = dataclasses.replace(args, steps_per_level=1)
-        sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels)
-        critic, critic_target = (nclql.NoiseConditionedTwinCritic(1, 2, args.num_levels) for _ in range(2))
-
-        def update(batch):
-            return nclql.update_critic(batch, critic, critic_target, optimizer, sigmas, train_args)
-
-        def policy(chain_critic, obs):
-            return nclql.sample_actions(chain_critic, obs, 2, sigmas, args)
-
-        def clean_q(actions):
-            level = torch.full((len(actions),), args.num_levels - 1, dtype=torch.long)
-            return critic(torch.zeros(len(actions), 1), actions, level)
-    else:
-        train_args = dataclasses.replace(args, langevin_steps=1)
-        critic, critic_target = lql.TwinCritic(1, 2), lql.TwinCritic(1, 2)
-
-        def update(batch):
-            return lql.update_critic(batch, critic, critic_target, optimizer, train_args)
-
-        def policy(chain_critic, obs):
-            return lql.sample_actions(chain_critic, obs, 2, args)
-
-        def clean_q(actions):
-            return critic(torch.zeros(len(actions), 1), actions)
+    critic, critic_target = script.make_critic(args, 1, 2), script.make_critic(args, 1, 2)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
 
+    def mean_q(actions):  # mean(Q1, Q2) at the clean level, the critic's estimate of reward_scale * r
+        with torch.no_grad():
+            return critic(torch.zeros(len(actions), 1), actions).mean(0)
+
     def measure(num_done: int, train_s: float, chain: str) -> dict:
         with torch.random.fork_rng(devices=[]):
             start = time.time()
-            chain_critic = SCRIPTS[name].bf16_copy(critic) if chain == "bf16" else critic
-            samples = policy(chain_critic, torch.zeros(num_samples, 1)).detach()
+            chain_critic = script.bf16_copy(critic) if chain == "bf16" else critic
+            samples = script.langevin_policy(chain_critic, torch.zeros(num_samples, 1), args).detach()
             sample_s = time.time() - start
-        with torch.no_grad():  # the critic's own fit at the optima: tells a sampler failure from a critic failure
-            q_at_optima = clean_q(OPTIMA).mean(0)
         shares = near_shares(samples)
         return {"name": name, "samples": samples, "shares": shares, "covered": int((shares >= COVERED_SHARE).sum()),
                 "at_faces": float((samples.abs() > 0.99).any(-1).float().mean()),
-                "q_at_optima": q_at_optima, "q_target": args.reward_scale * reward(OPTIMA), "train_s": train_s,
-                "sample_s": sample_s, "num_updates": num_done, "chain": chain}
+                # the critic's own fit at the optima: tells a sampler failure from a critic failure
+                "q_at_optima": mean_q(OPTIMA), "q_target": args.reward_scale * reward(OPTIMA),
+                "reward": float(reward(samples).mean()), "uniform_reward": float(reward(UNIFORM_GRID).mean()),
+                "q": float(mean_q(samples).mean()), "uniform_q": float(mean_q(UNIFORM_GRID).mean()),
+                "max_q": float(mean_q(UNIFORM_GRID).max()),
+                "train_s": train_s, "sample_s": sample_s, "num_updates": num_done, "chain": chain}
 
     obs, terminated = torch.zeros(batch_size, 1), torch.ones(batch_size)
     results, train_s = [], 0.0
     for num_done in range(1, num_updates + 1):
         start = time.time()
         actions = torch.rand(batch_size, 2) * 2 - 1
-        update((obs, actions, reward(actions), obs, terminated))
+        script.update_critic((obs, actions, reward(actions), obs, terminated), critic, critic_target, optimizer,
+                             policy=script.langevin_policy, chain_critic=critic, args=train_args)
         train_s += time.time() - start
         if num_done in measure_at or num_done == num_updates:
             results.extend(measure(num_done, train_s, chain) for chain in chains)
@@ -162,6 +154,12 @@ def report(result: dict) -> str:
             f" | {result['covered']}/{len(OPTIMA)} | {1 - sum(shares):.3f} |")
 
 
+def mean_reward(result: dict) -> str:
+    """The samples' mean true reward and mean learned Q, each against uniform-random actions'."""
+    return (f"mean r {result['reward']:.3f} (uniform actions {result['uniform_reward']:.3f}), mean(Q1, Q2) "
+            f"{result['q']:.3f} (uniform actions {result['uniform_q']:.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=3000, help="critic updates per script")
@@ -182,14 +180,16 @@ def main() -> None:
                                 measure_at=tuple(cli.measure_at))
         for run in runs[:-1]:
             print(f"{name} after {run['num_updates']:>5} updates: {report(run)} "
-                  f"mean(Q1, Q2) at the optima {rounded(run['q_at_optima'])}, at the box faces {run['at_faces']:.3f}")
+                  f"mean(Q1, Q2) at the optima {rounded(run['q_at_optima'])}, at the box faces {run['at_faces']:.3f}, "
+                  f"{mean_reward(run)}")
             if run["covered"] < len(OPTIMA):
                 print(text_histogram(run["samples"]))
         result = runs[-1]
         results.append(result)
         print(f"\n{name}: {cli.updates} updates in {result['train_s']:.0f} s, {cli.samples} samples in "
               f"{result['sample_s']:.1f} s; mean(Q1, Q2) at the optima {rounded(result['q_at_optima'])} "
-              f"(target {rounded(result['q_target'])}), at the box faces {result['at_faces']:.3f}")
+              f"(target {rounded(result['q_target'])}), at the box faces {result['at_faces']:.3f}, "
+              f"{mean_reward(result)}")
         print(text_histogram(result["samples"]))
     optima = " | ".join(f"({x:+.1f}, {y:+.1f})" for x, y in OPTIMA.tolist())
     print(f"\nShare of {cli.samples} samples within {NEAR_RADIUS} of each optimum (seed {cli.seed}, "

@@ -1,10 +1,10 @@
-"""Sweep LQL's Langevin step size at equal budgets; prints the table README.md quotes.
+"""Sweep LQL's Langevin step size (--step-lr) at equal budgets; prints the table tests/benchmarks/README.md quotes.
 
 Not collected by pytest (a benchmark, not a test). Each run is `lql_continuous_action.py` as a user would
 start it, one torch thread per run so that `--jobs 2` uses both cores of a 2-core machine:
 
-    python tests/sweep_lql_step_size.py --jobs 2              # Hopper-v4, HalfCheetah-v4 x 1e-4 1e-3 1e-2 x seeds 1 2
-    python tests/sweep_lql_step_size.py --step-sizes 1e-3 3e-3 --env-ids Walker2d-v4 --seeds 1 2 3 --jobs 2
+    python tests/benchmarks/sweep_lql_step_size.py --jobs 2   # Hopper-v4, HalfCheetah-v4 x 1e-4 1e-3 1e-2 x seeds 1 2
+    python tests/benchmarks/sweep_lql_step_size.py --step-sizes 1e-3 3e-3 --env-ids Walker2d-v4 --seeds 1 2 3 --jobs 2
 
 Score: the mean of the evaluation returns from `--score-from` env steps on (late-budget performance), averaged
 over seeds; the table also lists each seed's score.
@@ -16,13 +16,13 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EVAL_LINE = re.compile(r"^eval +step +([\d,]+): return +(-?[\d.]+)")
 
 
 def run_one(env_id: str, step_size: float, seed: int, args) -> list[tuple[int, float]]:
     command = [sys.executable, os.path.join(ROOT, "lql_continuous_action.py"), "--env-id", env_id,
-               "--langevin-step-size", str(step_size), "--seed", str(seed),
+               "--step-lr", str(step_size), "--seed", str(seed),
                "--total-timesteps", str(args.total_timesteps), "--learning-starts", str(args.learning_starts),
                "--eval-frequency", str(args.eval_frequency), "--eval-episodes", str(args.eval_episodes),
                "--exp-name", f"lql_sweep_{step_size:g}", "--no-save-model", "--log-interval-s", "60"]
@@ -62,7 +62,7 @@ def main() -> None:
     print(f"\nLQL, seeds {seeds}, {args.learning_starts:,} random + {args.total_timesteps:,} learning env steps, "
           f"score = mean eval return from step {args.score_from:,} on ({args.eval_episodes} episodes each), "
           f"mean over seeds (each seed's score in brackets)\n")
-    print("| langevin_step_size | " + " | ".join(args.env_ids) + " |")
+    print("| `--step-lr` | " + " | ".join(args.env_ids) + " |")
     print("|---|" + "---|" * len(args.env_ids))
     for step_size in args.step_sizes:
         cells = []
@@ -70,6 +70,7 @@ def main() -> None:
             per_seed = [score(env_id, step_size, seed) for seed in args.seeds]
             cells.append(f"{sum(per_seed) / len(per_seed):.1f} ({', '.join(f'{x:.1f}' for x in per_seed)})")
         print(f"| {step_size:g} | " + " | ".join(cells) + " |")
+
 
 if __name__ == "__main__":
     main()
