@@ -534,10 +534,8 @@ def train(args: Args) -> dict:
             if path == checkpoint_path:
                 summary["checkpoint"] = path
 
-    def stop_like_ctrl_c(signum, frame):
-        raise KeyboardInterrupt
-
-    previous_sigterm_handler = signal.signal(signal.SIGTERM, stop_like_ctrl_c)  # `kill` saves, as Ctrl-C does
+    # `kill` (SIGTERM) raises KeyboardInterrupt, as Ctrl-C does: the run saves what it has
+    previous_sigterm_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)
     # A resumed run starts fresh episodes (simulator states are not saved). Without its replay buffer it first
     # collects as many transitions with the policy as its warm-up had, without updates and without counting them.
     start_iteration = global_step // args.num_envs

@@ -7,8 +7,8 @@ evaluations come out as one curve.
     python tests/results/summarise.py runs/* --out-dir results --steps 100000 300000 500000 1000000
 
 Writes OUT_DIR/evaluations.csv (env_id, exp_name, seed, env_step, return), OUT_DIR/table.md (per curve, the
-evaluation at or just before each of --steps: the mean over seeds, each seed in brackets; and the mean of each
-seed's last third of evaluations) and OUT_DIR/{env_id}.png (needs matplotlib, `pip install matplotlib`; it is not
+evaluation at or just before each of --steps env steps after the --warmup, as the rows' budgets count them: the mean
+over seeds, each seed in brackets; then each seed's final and best evaluation and the mean of its last third) and OUT_DIR/{env_id}.png (needs matplotlib, `pip install matplotlib`; it is not
 a requirement of the scripts, and without it the PNGs are skipped with a note).
 """
 import argparse
@@ -51,6 +51,8 @@ def main():
     parser.add_argument("run_dirs", nargs="+")
     parser.add_argument("--out-dir", default="results")
     parser.add_argument("--steps", nargs="+", type=int, default=[100_000, 300_000, 500_000, 1_000_000])
+    parser.add_argument("--warmup", type=int, default=30_000,
+                        help="env steps of the warm-up (--learning-starts): --steps count env steps after it")
     parser.add_argument("--title", default="", help="added to each plot's title (e.g. the protocol)")
     cli = parser.parse_args()
 
@@ -69,17 +71,20 @@ def main():
             writer.writerows([run["env_id"], run["exp_name"], run["seed"], step, f"{value:.2f}"]
                              for step, value in run["points"])
 
-    header = "| env | run | seeds | " + " | ".join(f"{s:,}" for s in cli.steps) + " | last third of evals |"
+    header = ("| env | run | seeds | " + " | ".join(f"{s:,}" for s in cli.steps)
+              + " | final | best | mean of the last third of evals |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for (env_id, exp_name), seeds in curves.items():
         cells = []
         for step in cli.steps:
-            values = [at_or_before(run["points"], step) for run in seeds]
+            values = [at_or_before(run["points"], step + cli.warmup) for run in seeds]
             known = [v for v in values if v is not None]
+            reached = all(run["points"][-1][0] >= step + cli.warmup for run in seeds)
             cells.append(f"{np.mean(known):.1f} ({', '.join(f'{v:.1f}' for v in known)})"
-                         if len(known) == len(values) and step <= max(r["points"][-1][0] for r in seeds) else "")
-        thirds = [last_third_mean(run["points"]) for run in seeds]
-        cells.append(f"{np.mean(thirds):.1f} ({', '.join(f'{v:.1f}' for v in thirds)})")
+                         if len(known) == len(values) and reached else "")
+        for per_seed in ([run["points"][-1][1] for run in seeds], [max(v for _, v in run["points"]) for run in seeds],
+                         [last_third_mean(run["points"]) for run in seeds]):
+            cells.append(f"{np.mean(per_seed):.1f} ({', '.join(f'{v:.1f}' for v in per_seed)})")
         lines.append(f"| {env_id} | {exp_name} | {', '.join(r['seed'] for r in seeds)} | " + " | ".join(cells) + " |")
     with open(os.path.join(cli.out_dir, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
