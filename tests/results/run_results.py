@@ -5,7 +5,8 @@ evaluation episodes) on the fast path (--compile --bf16-chain), evaluated every 
 buffer saved in each checkpoint so that a stopped run resumes where it stopped.
 
     python tests/results/run_results.py nclql-hopper --seed 1          # one run, in the foreground
-    python tests/results/run_results.py --resume-stopped                # resume every row's run that did not finish
+    python tests/results/run_results.py --resume-stopped                # resume every stopped run, one after another
+    python tests/results/run_results.py nclql-hopper --seed 2 --resume-stopped   # resume that run only
     python tests/results/run_results.py --list                          # the rows and their commands
 
 Every command it starts is appended, with the repository's commit and the time, to runs/results_commands.txt.
@@ -71,6 +72,9 @@ def main():
         return 0
     if cli.resume_stopped:
         paths = stopped_runs()
+        if cli.row:  # only that row's run (of --seed, if given)
+            paths = [p for p in paths if p.split("__")[1] == f"results_{cli.row}"
+                     and (cli.seed is None or p.split("__")[2] == str(cli.seed))]
         print(f"{len(paths)} stopped run(s): {', '.join(paths) or 'none'}")
         script_of = {f"results_{row}": script for row, (script, *_) in ROWS.items()}
         scripts = [os.path.join(ROOT, f"{script_of[path.split('__')[1]]}_continuous_action.py") for path in paths]
