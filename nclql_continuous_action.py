@@ -33,15 +33,15 @@ class Args:
     wandb_entity: str | None = None  # the entity (team) of wandb's project
     capture_video: bool = False  # record videos of evaluation episodes to `videos/` (needs `pip install moviepy`)
     save_model: bool = True  # save a checkpoint in `runs/{run_name}` at each evaluation, at the end, on Ctrl-C or kill
-    save_buffer: bool = False  # also save the replay buffer, so that --resume goes on exactly (Hopper-v4: 108 MB)
+    save_buffer: bool = False  # also save the replay buffer, so that --resume goes on exactly (Hopper-v4: 108 MB at 1M)
     resume: str | None = None  # continue this checkpoint's run; options not given are the checkpoint's
     eval_checkpoint: str | None = None  # evaluate this checkpoint for --eval-episodes episodes and exit
-    compile: bool = False  # fast path: torch.compile the Langevin chain and the critics (~1 min per batch shape)
+    compile: bool = False  # fast path: torch.compile the chain and the critics (~1 min per batch shape on 2 cores)
     bf16_chain: bool = False  # fast path: draw the TD target's a' on a bfloat16 copy of the critic (bf16 hardware)
 
     # Environment and protocol
     env_id: str = "Hopper-v4"  # the id of the environment (a gymnasium id with a Box action space)
-    total_timesteps: int = 5_000_000  # env steps after the warm-up, as the authors count (README: steps)
+    total_timesteps: int = 5_000_000  # env steps after the warm-up, as the authors count (README: Install, train, test)
     num_envs: int = 5  # the number of parallel environments; one update is made per vector step
     buffer_size: int = 1_000_000  # the replay memory buffer size
     batch_size: int = 256  # the batch size of sample from the replay memory
@@ -61,10 +61,10 @@ class Args:
     num_levels: int = 10  # L: the number of noise levels; level L-1 is the clean critic
     steps_per_level: int = 2  # T: Langevin steps at each noise level (L * T gradient steps per action)
     sigma_max: float = 0.1  # smoothing width of the smoothest level (level 0)
-    sigma_min: float = 0.001  # smoothing width of the sharpest level (level L-1)
+    sigma_min: float = 0.001  # sigma_{L-1}: the clean level is never smoothed; it sets alpha_{L-1} = step_lr
     step_lr: float = 1e-4  # base step size: level l uses alpha_l = step_lr * (sigma_l / sigma_min)^2
     w: float = 500.0  # inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a))
-    q_grad_norm: bool = True  # normalise grad_a Q to unit length per sample (off: the exact Boltzmann chain)
+    q_grad_norm: bool = True  # normalise grad_a Q to unit length per sample (off: Langevin on exp(w (Q1 + Q2)))
     num_particles: int = 1  # N chains per state; the action with the highest min(Q1, Q2) is kept
 
 
@@ -162,8 +162,8 @@ def sinusoidal_encoding(levels: torch.Tensor, dim: int = 16) -> torch.Tensor:
 
 class NoiseConditionedTwinCritic(nn.Module):
     """Q1(s, a, l) and Q2(s, a, l), each: concat(obs, action, e_l) -> 3 x 256 mish -> scalar. Level l < L-1 is the
-    clean Q(s, a) = Q(s, a, L-1) seen through Gaussian action noise of width sigma_l (a buffer of the critic), and
-    e_l = Linear(mish(Linear(sinusoid(l)))) embeds the level."""
+    clean Q(s, a) = Q(s, a, L-1) seen through Gaussian action noise of width sigma_l; only the TD step trains level
+    L-1. The sigmas are a buffer of the critic, and e_l = Linear(mish(Linear(sinusoid(l)))) embeds the level."""
 
     def __init__(self, obs_dim: int, act_dim: int, sigmas: torch.Tensor, hidden_dim: int = 256, level_dim: int = 16,
                  activation=F.mish):
@@ -179,8 +179,9 @@ class NoiseConditionedTwinCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
         """obs (batch, obs_dim), actions (batch, act_dim), level (batch,) long or None = L-1 -> Q1 and Q2 (2, batch)."""
-        embeddings = self.embed_levels()  # only L levels exist: embed each once, then look up each sample's
+        embeddings = self.embed_levels()  # only L levels exist: embed each once, look up each sample's level
         e_l = embeddings[:, -1:].expand(-1, len(obs), -1) if level is None else embeddings[:, level]
+        # e_l has the weights' dtype (bf16 in the chain's copy): concatenate in float32, then cast to the weights'
         x = torch.cat([obs.expand(2, -1, -1), actions.expand(2, -1, -1), e_l.float()], dim=-1)
         x = self.activation(self.fc1(x.to(self.fc1.weight.dtype)))  # .to: see bf16_copy
         x = self.activation(self.fc2(x))
@@ -226,7 +227,7 @@ def annealed_langevin_sample(q_fn, batch_size: int, act_dim: int, sigmas: torch.
 
 
 def langevin_policy(critic: NoiseConditionedTwinCritic, obs: torch.Tensor, args: Args) -> torch.Tensor:
-    """a ~ pi(.|s): annealed Langevin on Q1 + Q2; with N particles, the best by min(Q1, Q2)."""
+    """a ~ pi(.|s): annealed Langevin on Q1 + Q2; with N particles, the best by min(Q1, Q2) at the clean level."""
     n, batch_size = args.num_particles, len(obs)
     obs_n = obs.repeat(n, 1)  # particle k of state i sits at row k * batch + i
 
@@ -250,11 +251,11 @@ def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic,
     Returns the losses and the mean Q as detached scalar tensors (no host sync)."""
     obs, actions, rewards, next_obs, terminated = batch
 
-    # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a'), a' ~ pi(.|s') drawn
+    # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a', L-1), a' ~ pi(.|s') drawn
     # with the ONLINE critics (the policy is the online critic), valued by the Polyak targets.
     with torch.no_grad():
         next_actions = policy(chain_critic, next_obs, args)
-        next_q = critic_target(next_obs, next_actions).min(0).values
+        next_q = critic_target(next_obs, next_actions).min(0).values  # no level: L-1
         td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
 
     # TD STEP, at the clean level L-1. Each critic's loss is its own MSE; their sum gives each its own gradient.
@@ -288,8 +289,8 @@ def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic,
 
 # FAST PATH (--compile, --bf16-chain)
 def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
-    """mish(x) = x tanh(softplus(x)) with one exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2). Compiled,
-    it ran the chain 1.7x faster than F.mish (exp, log1p and tanh, twice); eager, it gains nothing."""
+    """mish(x) = x tanh(softplus(x)) with one exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2). Compiled, it
+    ran the chain 1.7x faster than F.mish's exp, log1p and tanh (2 CPU cores, Hopper, batch 256); eager, no faster."""
     e = torch.exp(x.clamp(max=20.0))  # beyond 20, mish(x) = x in float32
     n = e * (e + 2)
     return x * n / (n + 2)
@@ -305,9 +306,9 @@ def compile_policy(policy):
 def bf16_copy(critic: nn.Module) -> nn.Module:
     """A copy of the critic with bfloat16 weights for the chain that draws a' (--bf16-chain); the critic casts its
     input to its weights' dtype, so actions and gradients stay float32. The chain keeps only grad_a Q's direction
-    and adds its own noise at every step, so bf16's ~3 digits barely move its samples (README: Speed)."""
+    and adds its own noise at every step, so bf16's ~3 digits barely move its samples (tests/benchmarks/README.md)."""
     chain_critic = copy.deepcopy(critic).requires_grad_(False)
-    for p in chain_critic.parameters():  # weights only: buffers stay float32
+    for p in chain_critic.parameters():  # weights only: any buffer stays float32
         p.data = p.data.bfloat16()
     return chain_critic
 
@@ -320,8 +321,9 @@ def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: A
         torch.manual_seed(args.eval_seed)
         obs, _ = eval_envs.reset(seed=args.eval_seed)
         returns, finished = np.zeros(eval_envs.num_envs), np.zeros(eval_envs.num_envs, dtype=bool)
+        device = next(critic.parameters()).device
         while not finished.all():
-            actions = policy(critic, torch.as_tensor(obs, dtype=torch.float32, device=training_device(args)), args)
+            actions = policy(critic, torch.as_tensor(obs, dtype=torch.float32, device=device), args)
             obs, _, _, _, infos = eval_envs.step(actions.cpu().numpy())
             if "episode" in infos.get("final_info", {}):  # a finished copy runs on (autoreset): count its first only
                 first_finish = infos["final_info"]["_episode"] & ~finished
@@ -356,8 +358,8 @@ def validate_args(args: Args) -> None:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     on_cpu = training_device(args).type == "cpu"
-    bf16_matmul = (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()) if on_cpu \
-        else torch.cuda.is_bf16_supported()
+    bf16_matmul = not args.bf16_chain or ((torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+                                          if on_cpu else torch.cuda.is_bf16_supported())
     for ok, message in [
         (args.w > 0, f"--w must be positive (the policy is exp(w Q): w <= 0 ignores or minimises Q), got {args.w}"),
         (args.num_levels >= 2, f"--num-levels must be >= 2 (a clean level and a smoothed one), got {args.num_levels}"),
@@ -370,7 +372,7 @@ def validate_args(args: Args) -> None:
         (not args.track or importlib.util.find_spec("wandb"), "--track needs `pip install wandb`, or drop --track"),
         (not args.capture_video or importlib.util.find_spec("moviepy"),
          "--capture-video needs `pip install moviepy`, or drop --capture-video"),
-        (not args.bf16_chain or bf16_matmul, "--bf16-chain needs bf16 matmul in hardware (CPU flags avx512_bf16 or "
+        (bf16_matmul, "--bf16-chain needs bf16 matmul in hardware (CPU flags avx512_bf16 or "
                                              "amx_bf16, or a CUDA GPU with bf16), which this machine lacks: drop it"),
         # inductor builds --compile's CPU kernels with g++: without it a run would fail after its whole warm-up
         (not (args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None),
@@ -534,6 +536,12 @@ def train(args: Args) -> dict:
             if path == checkpoint_path:
                 summary["checkpoint"] = path
 
+    def finite(metrics: dict) -> dict:  # .item() syncs the GPU: every 100 updates, and before a checkpoint
+        values = {key: value.item() for key, value in metrics.items()}
+        if not all(math.isfinite(v) for v in values.values()):
+            raise NonFiniteLoss(f"non-finite loss at step {global_step:,} ({values})")
+        return values
+
     # `kill` (SIGTERM) raises KeyboardInterrupt, as Ctrl-C does: the run saves what it has
     previous_sigterm_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)
     # A resumed run starts fresh episodes (simulator states are not saved). Without its replay buffer it first
@@ -548,6 +556,7 @@ def train(args: Args) -> dict:
     recent_returns, start_time, start_step = [], time.time(), global_step
     last_log_time, last_log_step = start_time, global_step
     obs, _ = envs.reset(seed=args.seed + global_step)
+    metrics = {}  # the last update's losses
     try:
         for iteration in range(start_iteration - refill_iterations, num_iterations):
             refill = iteration < start_iteration
@@ -556,7 +565,7 @@ def train(args: Args) -> dict:
             if warmup:
                 actions = envs.action_space.sample()
             else:
-                with torch.no_grad():  # as for the TD target, so that both run one compiled graph mode
+                with torch.no_grad():  # as for the TD target: grad mode is guarded, so both share one compiled graph
                     actions = policy(critic, torch.as_tensor(obs, dtype=torch.float32, device=device), args)
                 actions = actions.cpu().numpy()
 
@@ -580,11 +589,8 @@ def train(args: Args) -> dict:
                 metrics = update_critic(rb.sample(args.batch_size), critic, critic_target, optimizer, policy,
                                         chain_critic, args)
                 num_updates += 1
-                if num_updates % 100 == 1:  # .item() syncs the GPU: read the metrics only now and then
-                    values = {key: value.item() for key, value in metrics.items()}
-                    if not all(math.isfinite(v) for v in values.values()):
-                        raise NonFiniteLoss(f"non-finite loss at step {global_step:,} ({values})")
-                    for key, value in values.items():
+                if num_updates % 100 == 1:
+                    for key, value in finite(metrics).items():
                         writer.add_scalar(f"values/{key}" if key == "q" else f"losses/{key}", value, global_step)
                     writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)),
                                       global_step)
@@ -593,6 +599,7 @@ def train(args: Args) -> dict:
             # reaching total_timesteps if the schedule has no evaluation there
             if (learning_step - last_eval_step >= args.eval_frequency
                     or last_eval_step < args.total_timesteps <= learning_step):
+                finite(metrics)  # a non-finite critic is never saved over the last good checkpoint
                 returns = evaluate(eval_envs, policy, critic, args)
                 last_eval_step = learning_step  # only once it has run: a stop during it repeats it on resume
                 eval_returns.append((global_step, float(returns.mean())))
@@ -605,11 +612,12 @@ def train(args: Args) -> dict:
             if (now := time.time()) - last_log_time >= args.log_interval_s:
                 sps = (global_step - last_log_step) / (now - last_log_time)
                 eta_s = (num_iterations * args.num_envs - global_step) / sps if sps > 0 else 0.0  # 0 while refilling
-                eta = time.strftime("%H:%M:%S", time.gmtime(eta_s))
+                eta = f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"  # runs take days
                 last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
                 print(f"step {global_step:>9,}/{num_iterations * args.num_envs:,} | SPS {sps:6.1f} | updates "
                       f"{num_updates:,} | return (last 10) {last_return} | ETA {eta}", flush=True)
                 last_log_time, last_log_step = now, global_step
+        finite(metrics)
         save()
     except KeyboardInterrupt:
         save()
