@@ -11,21 +11,12 @@ import torch.nn.functional as F
 
 import lql_continuous_action as lql
 
-OBS_DIM, ACT_DIM = 5, 3
-
-
-def make_parts(seed=0, **overrides):
-    torch.manual_seed(seed)
-    args = lql.Args(cuda=False, **overrides)  # cuda=False: these tests run on CPU tensors
-    critic = lql.make_critic(args, OBS_DIM, ACT_DIM)
-    critic_target = copy.deepcopy(critic).requires_grad_(False)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
-    return args, critic, critic_target, optimizer
+from tests.conftest import ACT_DIM, OBS_DIM, make_batch, make_parts
 
 
 def test_critic_is_the_mlp_on_concat_obs_action():
     """Each critic: concat(s, a) -> 3 x 256 mish -> scalar."""
-    _, critic, *_ = make_parts()
+    _, critic, *_ = make_parts(lql)
     obs, actions = torch.randn(7, OBS_DIM), torch.rand(7, ACT_DIM)
     x = torch.cat([obs, actions], dim=-1).expand(2, -1, -1)
     for layer in (critic.fc1, critic.fc2, critic.fc3):
@@ -55,7 +46,7 @@ def test_at_the_default_step_the_chain_refines_locally():
 def test_an_update_is_one_adam_step_on_the_td_loss_then_polyak():
     """LQL has no smoothing step: replaying the TD step and Polyak by hand, with the same draws, gives the same
     weights (NC-LQL's extra step is replayed in test_nclql.py)."""
-    args, critic, critic_target, optimizer = make_parts(learning_rate=1e-2)
+    args, critic, critic_target, optimizer = make_parts(lql, learning_rate=1e-2)
     with torch.no_grad():  # targets off the online critic, as during training
         for p in critic_target.parameters():
             p.add_(0.05 * torch.randn_like(p))

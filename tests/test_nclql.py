@@ -11,22 +11,9 @@ import torch.nn.functional as F
 
 import nclql_continuous_action as nclql
 
-OBS_DIM, ACT_DIM, LEVELS = 5, 3, 10
+from tests.conftest import ACT_DIM, OBS_DIM, make_batch, make_parts
 
-
-def make_parts(seed=0, **overrides):
-    torch.manual_seed(seed)
-    args = nclql.Args(cuda=False, **overrides)  # cuda=False: these tests run on CPU tensors
-    critic = nclql.make_critic(args, OBS_DIM, ACT_DIM)
-    critic_target = copy.deepcopy(critic).requires_grad_(False)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
-    return args, critic, critic_target, optimizer
-
-
-def make_batch(batch_size=64, terminated=0.0):
-    obs, next_obs = torch.randn(batch_size, OBS_DIM), torch.randn(batch_size, OBS_DIM)
-    actions = torch.rand(batch_size, ACT_DIM) * 2 - 1
-    return obs, actions, torch.randn(batch_size), next_obs, torch.full((batch_size,), terminated)
+LEVELS = 10
 
 
 def all_levels(level, batch_size):
@@ -49,7 +36,7 @@ def test_sigma_schedule_is_geometric_from_sigma_max_to_sigma_min_and_steps_run_f
 
 
 def test_critic_carries_the_args_sigma_schedule_as_a_buffer_that_is_saved_and_not_trained():
-    args, critic, *_ = make_parts()
+    args, critic, *_ = make_parts(nclql)
     expected = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels)
     assert torch.equal(critic.sigmas, expected), f"critic.sigmas {critic.sigmas}, the schedule {expected}"
     assert "sigmas" in critic.state_dict(), "the schedule must travel with the critic's checkpoint"
@@ -57,7 +44,7 @@ def test_critic_carries_the_args_sigma_schedule_as_a_buffer_that_is_saved_and_no
 
 
 def test_critic_output_depends_on_the_level_and_each_row_sees_its_own_level():
-    _, critic, *_ = make_parts()
+    _, critic, *_ = make_parts(nclql)
     obs, actions = torch.randn(7, OBS_DIM), torch.rand(7, ACT_DIM)
     q_level0 = critic(obs, actions, all_levels(0, 7))
     q_clean = critic(obs, actions, all_levels(LEVELS - 1, 7))
@@ -71,7 +58,7 @@ def test_critic_output_depends_on_the_level_and_each_row_sees_its_own_level():
 
 
 def test_critic_without_a_level_is_the_clean_level_l_minus_1():
-    _, critic, *_ = make_parts()
+    _, critic, *_ = make_parts(nclql)
     obs, actions = torch.randn(7, OBS_DIM), torch.rand(7, ACT_DIM)
     gap = (critic(obs, actions) - critic(obs, actions, all_levels(LEVELS - 1, 7))).abs().max().item()
     assert gap < 1e-6, f"critic(obs, a) is up to {gap:.2e} from critic(obs, a, L-1)"
@@ -80,7 +67,7 @@ def test_critic_without_a_level_is_the_clean_level_l_minus_1():
 def test_critic_is_the_mlp_on_concat_obs_action_and_the_level_embedding():
     """Each critic: concat(s, a, e_l) -> 3 x 256 mish -> scalar; e_l = Linear(32, 16)(mish(Linear(16, 32)(sin(l)))),
     sin(l) the 16-dim sinusoidal encoding of the level."""
-    _, critic, *_ = make_parts()
+    _, critic, *_ = make_parts(nclql)
     obs, actions, level = torch.randn(7, OBS_DIM), torch.rand(7, ACT_DIM), torch.tensor([0, 3, 9, 9, 1, 5, 0])
     sinusoid = nclql.sinusoidal_encoding(torch.arange(LEVELS), dim=16).expand(2, -1, -1)
     embeddings = critic.level_embed2(F.mish(critic.level_embed1(sinusoid)))
@@ -97,7 +84,7 @@ def test_critic_is_the_mlp_on_concat_obs_action_and_the_level_embedding():
 def test_smoothing_step_regresses_noisy_levels_onto_the_clean_q_from_before_the_td_step():
     """The smoothing step regresses Q_i(s, a + sigma_l z, l), l < L-1, onto mean(Q1, Q2)(s, a, L-1) computed BEFORE
     the TD step. Replay the update by hand with the same random draws and check which target the loss used."""
-    args, critic, critic_target, optimizer = make_parts(learning_rate=1e-2)  # a TD step that moves Q
+    args, critic, critic_target, optimizer = make_parts(nclql, learning_rate=1e-2)  # a TD step that moves Q
     replay_critic, replay_target = copy.deepcopy(critic), copy.deepcopy(critic_target)  # the update moves both
     replay_optimizer = torch.optim.Adam(replay_critic.parameters(), lr=1e-2)
     obs, actions, rewards, next_obs, done = batch = make_batch()

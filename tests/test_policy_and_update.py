@@ -14,23 +14,7 @@ import torch
 import lql_continuous_action as lql
 import nclql_continuous_action as nclql
 
-OBS_DIM, ACT_DIM = 5, 3
-
-
-def make_parts(script, seed=0, **overrides):
-    """Args, a critic as the script makes it, its target (a copy, as train() starts) and an Adam on the critic."""
-    torch.manual_seed(seed)
-    args = script.Args(cuda=False, **overrides)  # cuda=False: these tests run on CPU tensors
-    critic = script.make_critic(args, OBS_DIM, ACT_DIM)
-    critic_target = copy.deepcopy(critic).requires_grad_(False)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
-    return args, critic, critic_target, optimizer
-
-
-def make_batch(batch_size=64, terminated=0.0):
-    obs, next_obs = torch.randn(batch_size, OBS_DIM), torch.randn(batch_size, OBS_DIM)
-    actions = torch.rand(batch_size, ACT_DIM) * 2 - 1
-    return obs, actions, torch.randn(batch_size), next_obs, torch.full((batch_size,), terminated)
+from tests.conftest import ACT_DIM, OBS_DIM, make_batch, make_parts
 
 
 def nudge(critic_target):
