@@ -1,7 +1,6 @@
-# Langevin Q-Learning (LQL), single file, CleanRL style.
-# Paper: "Direct Soft-Policy Sampling via Langevin Dynamics", Ki, Ahn, Kim, Lee, arXiv 2602.07873.
-# No actor network: the policy pi(a|s) ~ exp(w Q(s,a)) is sampled by plain Langevin dynamics on an ordinary twin
-# critic. The authors released no LQL code: this is NC-LQL without noise conditioning, with the same protocol.
+# Langevin Q-Learning (LQL), from "Direct Soft-Policy Sampling via Langevin Dynamics" (arXiv 2602.07873). No actor:
+# pi(a|s) ~ exp(w Q(s,a)) is sampled by plain Langevin dynamics on a twin critic. The authors released no LQL code:
+# this is their NC-LQL without noise conditioning, with the same protocol. README: the method, equation by equation.
 import copy
 import dataclasses
 import importlib.util
@@ -24,14 +23,13 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
-    seed: int = 1  # seed of the experiment
-    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
-    cuda: bool = True  # if toggled, cuda will be used when available
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    seed: int = 1
+    cuda: bool = True
     track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
-    wandb_project_name: str = "lql"  # the wandb's project name
-    wandb_entity: str | None = None  # the entity (team) of wandb's project
-    capture_video: bool = False  # record videos of evaluation episodes to `videos/` (needs `pip install moviepy`)
+    wandb_project_name: str = "lql"
+    wandb_entity: str | None = None
+    capture_video: bool = False  # record evaluation episodes to `videos/` (needs `pip install moviepy`)
     save_model: bool = True  # save a checkpoint in `runs/{run_name}` at each evaluation, at the end, on Ctrl-C or kill
     save_buffer: bool = False  # also save the replay buffer, so that --resume goes on exactly (Hopper-v4: 108 MB at 1M)
     resume: str | None = None  # continue this checkpoint's run; options not given are the checkpoint's
@@ -40,22 +38,22 @@ class Args:
     bf16_chain: bool = False  # fast path: draw the TD target's a' on a bfloat16 copy of the critic (bf16 hardware)
 
     # Environment and protocol
-    env_id: str = "Hopper-v4"  # the id of the environment (a gymnasium id with a Box action space)
-    total_timesteps: int = 5_000_000  # env steps after the warm-up, as the authors count (README: Install, train, test)
-    num_envs: int = 5  # the number of parallel environments; one update is made per vector step
-    buffer_size: int = 1_000_000  # the replay memory buffer size
-    batch_size: int = 256  # the batch size of sample from the replay memory
+    env_id: str = "Hopper-v4"
+    total_timesteps: int = 5_000_000  # env steps after the warm-up, as the authors count
+    num_envs: int = 5  # parallel environments; one update is made per vector step
+    buffer_size: int = 1_000_000
+    batch_size: int = 256
     learning_starts: int = 30_000  # env steps of uniform-random actions before learning starts
     eval_frequency: int = 125_000  # evaluate every this many env steps after the warm-up, and at --total-timesteps
-    eval_episodes: int = 20  # the number of evaluation episodes (run in parallel, one per evaluation env)
-    eval_seed: int = 0  # evaluation env i is seeded eval_seed + i in every run, as the authors' evaluator
-    log_interval_s: float = 10.0  # seconds between progress lines on the console
+    eval_episodes: int = 20  # evaluation episodes, run in parallel
+    eval_seed: int = 0  # evaluation env i is seeded eval_seed + i at every evaluation, as the authors' evaluator
+    log_interval_s: float = 10.0
 
     # Critic learning
-    gamma: float = 0.99  # the discount factor gamma
-    tau: float = 0.005  # target smoothing coefficient (Polyak)
-    learning_rate: float = 1e-4  # the learning rate of the Adam optimizer of the critics
-    reward_scale: float = 0.2  # rewards are multiplied by this before the TD target
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak rate of the target critics
+    learning_rate: float = 1e-4
+    reward_scale: float = 0.2  # rewards are multiplied by this in the TD target
 
     # Langevin sampler
     langevin_steps: int = 20  # K: Langevin steps per action (20 = the cost of NC-LQL's 10 levels x 2 steps)
@@ -83,8 +81,7 @@ def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: st
 
 
 def make_vector_env(env_id: str, num_envs: int, seed: int, capture_video: bool, run_name: str) -> gym.vector.VectorEnv:
-    # SAME_STEP autoreset: a finished env reports its true last observation in infos["final_obs"] and is reset in
-    # the same step, so every stored transition is real (gymnasium 1.x's default, NEXT_STEP, hides it).
+    # SAME_STEP autoreset: a done env's true last obs is in infos["final_obs"] (gymnasium 1.x's NEXT_STEP hides it)
     return gym.vector.SyncVectorEnv([make_env(env_id, seed + i, i, capture_video, run_name) for i in range(num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
@@ -99,8 +96,8 @@ def real_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
 
 
 class ReplayBuffer:
-    """Ring buffer of (obs, action, reward, next_obs, terminated) on the training device. Only a true terminal state
-    stops bootstrapping: a time-limit truncation keeps its real final obs as next_obs and bootstraps through it."""
+    """Ring buffer of transitions on the training device. Only a true terminal state stops bootstrapping: a
+    time-limit truncation keeps its real final obs as next_obs and bootstraps through it."""
 
     FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
 
@@ -123,7 +120,7 @@ class ReplayBuffer:
         idx = torch.randint(0, self.size, (batch_size,), device=self.device)
         return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
 
-    def state_dict(self) -> dict:  # the filled part, on the CPU (--save-buffer)
+    def state_dict(self) -> dict:
         state = {name: getattr(self, name)[: self.size].cpu() for name in self.FIELDS}
         return state | {"pos": self.pos, "size": self.size}
 
@@ -146,7 +143,7 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_members, 1, out_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)  # (members, batch, in) -> (members, batch, out)
+        return torch.baddbmm(self.bias, x, self.weight)
 
 
 class TwinCritic(nn.Module):
@@ -163,7 +160,7 @@ class TwinCritic(nn.Module):
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs (batch, obs_dim), actions (batch, act_dim) -> Q1 and Q2 (2, batch)."""
         x = torch.cat([obs.expand(2, -1, -1), actions.expand(2, -1, -1)], dim=-1)
-        x = self.activation(self.fc1(x.to(self.fc1.weight.dtype)))  # .to: see bf16_copy
+        x = self.activation(self.fc1(x.to(self.fc1.weight.dtype)))  # to bf16 in the chain's copy (bf16_copy)
         x = self.activation(self.fc2(x))
         x = self.activation(self.fc3(x))
         return self.fc_out(x).squeeze(-1)
@@ -172,18 +169,14 @@ class TwinCritic(nn.Module):
 # LANGEVIN SAMPLER
 def langevin_sample(q_fn, batch_size: int, act_dim: int, num_steps: int, step_size: float, w: float,
                     grad_norm: bool = True, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Draw a ~ pi(a|s) ~ exp(w Q(s,a)) by (unadjusted) Langevin dynamics on Q.
-
+    """Draw a ~ pi(a|s) ~ exp(w Q(s,a)) by (unadjusted) Langevin dynamics on log pi = w Q + const:
         a ~ U[-1, 1]^act_dim
         K times:  a <- clip(a + (alpha / 2) * w * grad_a q_fn(a) + sqrt(alpha) * z, -1, 1)
-
-    `q_fn(actions)` is Q at the batch's fixed states, shape (batch,).
-    Since grad_a log pi = w grad_a Q, this is Langevin dynamics on log pi. With grad_norm, grad_a Q is scaled to
-    unit length per sample: the step keeps its direction, so the chain no longer targets exp(w Q) exactly.
-    """
+    q_fn(actions) is Q at the batch's states, shape (batch,). With grad_norm, grad_a Q is scaled to unit length per
+    sample, so the chain no longer targets exp(w Q) exactly."""
     actions = torch.rand(batch_size, act_dim, device=device) * 2 - 1
     for _ in range(num_steps):
-        with torch.enable_grad():  # grad w.r.t. the actions only: the critic's weights are constants here
+        with torch.enable_grad():  # callers run under no_grad; this grad is w.r.t. the actions only
             actions.requires_grad_(True)
             (grad,) = torch.autograd.grad(q_fn(actions).sum(), actions)
         if grad_norm:
@@ -193,8 +186,8 @@ def langevin_sample(q_fn, batch_size: int, act_dim: int, num_steps: int, step_si
     return actions
 
 
-def langevin_policy(critic: TwinCritic, obs: torch.Tensor, args: Args) -> torch.Tensor:
-    """a ~ pi(.|s): Langevin on Q1 + Q2; with N particles, the best by min(Q1, Q2)."""
+def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args) -> torch.Tensor:
+    """a ~ pi(.|s): the sampler on Q1 + Q2; with N particles per state, the one with the highest min(Q1, Q2)."""
     n, batch_size = args.num_particles, len(obs)
     obs_n = obs.repeat(n, 1)  # particle k of state i sits at row k * batch + i
 
@@ -213,9 +206,7 @@ def langevin_policy(critic: TwinCritic, obs: torch.Tensor, args: Args) -> torch.
 
 # UPDATE
 def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic, args: Args) -> dict:
-    """One LQL update: TD step, then Polyak.
-    `policy` draws a' on `chain_critic`: the critic, or its bf16 copy (--bf16-chain), which follows the critic.
-    Returns the losses and the mean Q as detached scalar tensors (no host sync)."""
+    """One LQL update, in the authors' order: TD step, then Polyak."""
     obs, actions, rewards, next_obs, terminated = batch
 
     # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a'), a' ~ pi(.|s') drawn
@@ -226,7 +217,7 @@ def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic,
         td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
 
     # TD STEP. Each critic's loss is its own MSE; their sum gives each its own gradient.
-    q = critic(obs, actions)  # (2, batch)
+    q = critic(obs, actions)
     td_loss = ((q - td_target) ** 2).mean(1)
     optimizer.zero_grad()
     td_loss.sum().backward()
@@ -244,8 +235,8 @@ def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic,
 
 # FAST PATH (--compile, --bf16-chain)
 def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
-    """mish(x) = x tanh(softplus(x)) with one exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2). Compiled, it
-    ran the chain 1.7x faster than F.mish's exp, log1p and tanh (2 CPU cores, Hopper, batch 256); eager, no faster."""
+    """mish(x) = x tanh(softplus(x)) with one exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2). Compiled,
+    the chain ran 1.7x faster than with F.mish (README: Speed)."""
     e = torch.exp(x.clamp(max=20.0))  # beyond 20, mish(x) = x in float32
     n = e * (e + 2)
     return x * n / (n + 2)
@@ -259,19 +250,16 @@ def compile_policy(policy):
 
 
 def bf16_copy(critic: nn.Module) -> nn.Module:
-    """A copy of the critic with bfloat16 weights for the chain that draws a' (--bf16-chain); the critic casts its
-    input to its weights' dtype, so actions and gradients stay float32. The chain keeps only grad_a Q's direction
-    and adds its own noise at every step, so bf16's ~3 digits barely move its samples (tests/benchmarks/README.md)."""
+    """A copy of the critic with bfloat16 weights for the chain that draws a' (--bf16-chain; README: Speed)."""
     chain_critic = copy.deepcopy(critic).requires_grad_(False)
-    for p in chain_critic.parameters():  # weights only: any buffer stays float32
+    for p in chain_critic.parameters():
         p.data = p.data.bfloat16()
     return chain_critic
 
 
 # EVALUATION
 def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: Args) -> np.ndarray:
-    """One episode in each copy of `eval_envs` with the stochastic policy; return the episodic returns. Envs and
-    sampler start from --eval-seed at each call: an evaluation depends on the critic alone, as the authors'."""
+    """One episode's return per copy of `eval_envs`, seeded by --eval-seed at every call, as the authors' evaluator."""
     with torch.random.fork_rng(), torch.no_grad():  # training's random stream goes on as if no evaluation ran
         torch.manual_seed(args.eval_seed)
         obs, _ = eval_envs.reset(seed=args.eval_seed)
@@ -293,7 +281,7 @@ class UsageError(ValueError):
 
 
 class NonFiniteLoss(Exception):
-    """A loss became nan or inf: the run stops and saves what it has."""
+    pass
 
 
 def training_device(args: Args) -> torch.device:
@@ -301,35 +289,32 @@ def training_device(args: Args) -> torch.device:
 
 
 def validate_args(args: Args) -> None:
-    """Reject impossible options before anything is created."""
-    for field in dataclasses.fields(args):  # first: nan fails every comparison below and inf passes "> 0"
-        if field.type is float and not math.isfinite(getattr(args, field.name)):
-            raise UsageError(f"--{field.name.replace('_', '-')} is not a finite number: {getattr(args, field.name)}")
-    for name in ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
-                 "langevin_steps", "num_particles", "learning_rate", "step_lr", "log_interval_s"]:
-        if not getattr(args, name) > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["learning_starts", "seed", "eval_seed"]:  # gymnasium refuses negative seeds
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    """Reject impossible options before anything is created. nan and inf come first: nan fails every comparison."""
+    values = dataclasses.asdict(args)
+    checks = [(math.isfinite(v), f"--{k.replace('_', '-')} is not a finite number: {v}")
+              for k, v in values.items() if isinstance(v, float)]
+    checks += [(values[k] > 0, f"--{k.replace('_', '-')} must be positive, got {values[k]}") for k in [
+        "total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
+        "langevin_steps", "num_particles", "learning_rate", "step_lr", "log_interval_s"]]
+    checks += [(values[k] >= 0, f"--{k.replace('_', '-')} must be >= 0, got {values[k]}")
+               for k in ["learning_starts", "seed", "eval_seed"]]
     on_cpu = training_device(args).type == "cpu"
     bf16_matmul = not args.bf16_chain or ((torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
                                           if on_cpu else torch.cuda.is_bf16_supported())
-    for ok, message in [
+    checks += [
         (args.w > 0, f"--w must be positive (the policy is exp(w Q): w <= 0 ignores or minimises Q), got {args.w}"),
-        (args.batch_size <= args.buffer_size,
-         f"--batch-size ({args.batch_size}) exceeds --buffer-size ({args.buffer_size})"),
+        (args.batch_size <= args.buffer_size, f"--batch-size ({args.batch_size}) exceeds --buffer-size"),
         (0 <= args.gamma <= 1 and 0 < args.tau <= 1, f"need 0 <= --gamma <= 1 and 0 < --tau <= 1, got {args.gamma}, "
                                                      f"{args.tau}"),
         (not (args.resume and args.eval_checkpoint), "--resume and --eval-checkpoint exclude each other: give one"),
         (not args.track or importlib.util.find_spec("wandb"), "--track needs `pip install wandb`, or drop --track"),
         (not args.capture_video or importlib.util.find_spec("moviepy"),
          "--capture-video needs `pip install moviepy`, or drop --capture-video"),
-        (bf16_matmul, "--bf16-chain needs bf16 matmul in hardware (CPU flags avx512_bf16 or "
-                                             "amx_bf16, or a CUDA GPU with bf16), which this machine lacks: drop it"),
-        # inductor builds --compile's CPU kernels with g++: without it a run would fail after its whole warm-up
+        (bf16_matmul, "--bf16-chain needs bf16 matmul in hardware (CPU flags avx512_bf16 or amx_bf16, or a CUDA GPU "
+                      "with bf16), which this machine lacks: drop it"),
         (not (args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None),
-         "--compile on CPU needs g++ on PATH: install it (e.g. `apt install g++`), or drop --compile")]:
+         "--compile on CPU needs g++ on PATH: install it (e.g. `apt install g++`), or drop --compile")]
+    for ok, message in checks:
         if not ok:
             raise UsageError(message)
 
@@ -343,23 +328,19 @@ def check_env(env_id: str) -> tuple[int, int]:
                          f"gymnasium.pprint_registry()\"`)") from None
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
-    if not isinstance(act_space, gym.spaces.Box):
-        raise UsageError(f"{env_id} has a {type(act_space).__name__} action space; Langevin sampling needs a "
-                         f"continuous Box action space (e.g. Hopper-v4)")
-    if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
-        raise UsageError(f"{env_id} has unbounded action bounds {act_space.low}..{act_space.high}; the sampler needs "
-                         f"finite bounds to rescale [-1, 1] onto")
+    if not isinstance(act_space, gym.spaces.Box) or not np.isfinite([act_space.low, act_space.high]).all():
+        raise UsageError(f"{env_id} has actions {act_space}; Langevin sampling needs continuous actions in a box with "
+                         f"finite bounds (a Box space, as in Hopper-v4)")
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise UsageError(f"{env_id} has observations {obs_space}; this script needs flat vector observations "
                          f"(wrap the env with gymnasium.wrappers.FlattenObservation)")
     return obs_space.shape[0], act_space.shape[0]
 
 
-# What a resumed run may change; every other option defines the method or a shape. An evaluated checkpoint must
-# match in NETWORK_OPTIONS only.
+# What a resumed run may change (the rest defines the method); an evaluated checkpoint must match NETWORK_OPTIONS.
 RESUME_MAY_CHANGE = ("resume", "eval_checkpoint", "total_timesteps", "eval_frequency", "eval_episodes", "eval_seed",
                      "log_interval_s", "save_model", "save_buffer", "track", "wandb_project_name", "wandb_entity",
-                     "capture_video", "compile", "bf16_chain", "cuda", "torch_deterministic")
+                     "capture_video", "compile", "bf16_chain", "cuda")
 NETWORK_OPTIONS = ("env_id",)
 
 
@@ -374,7 +355,7 @@ def load_checkpoint(path: str) -> dict:
         raise UsageError(f"no checkpoint at {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated file or another format: torch raises several kinds
+    except Exception as e:
         raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: truncated, or not from "
                          f"torch.save)") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("algorithm") != "lql":
@@ -388,7 +369,7 @@ def load_checkpoint(path: str) -> dict:
 def load_critic(critic: nn.Module, state: dict, path: str) -> None:
     try:
         critic.load_state_dict(state)
-    except RuntimeError:  # other parameter names or shapes
+    except RuntimeError:
         raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (another critic)") \
             from None
 
@@ -400,39 +381,38 @@ def check_same_options(args: Args, saved: dict, names) -> None:
                              f"checkpoint; it cannot change: drop it or start a new run")
 
 
-def make_critic(args: Args, obs_dim: int, act_dim: int) -> TwinCritic:
+def make_critic(args: Args, obs_dim: int, act_dim: int) -> nn.Module:
     activation = mish_one_exp if args.compile else F.mish
     return TwinCritic(obs_dim, act_dim, activation=activation).to(training_device(args))
 
 
 # TRAINING LOOP
-def train(args: Args) -> dict:
-    """Train (or resume a run); return a summary: run_dir, eval_returns, checkpoint, exit_code, counters."""
+def train(args: Args, checkpoint: dict | None = None) -> dict:
+    """Train, or go on with the run of --resume (main() passes its checkpoint); return a summary of the run."""
     from torch.utils.tensorboard import SummaryWriter  # slow to import, and only training needs it
 
     validate_args(args)
     obs_dim, act_dim = check_env(args.env_id)
-    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    checkpoint = checkpoint or (load_checkpoint(args.resume) if args.resume else None)
     if checkpoint:  # everything is checked before anything is written
         check_same_options(args, checkpoint["args"], [k for k in checkpoint["args"] if k not in RESUME_MAY_CHANGE])
     run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
         f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_name = os.path.basename(run_dir)  # a resumed run writes on into its own folder
+    run_name = os.path.basename(run_dir)
 
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
     device = training_device(args)
 
     envs = make_vector_env(args.env_id, args.num_envs, args.seed, False, run_name)
-    video_folder = f"{run_name}/eval" + (f"_from_{checkpoint['global_step']}" if checkpoint else "")  # no overwrites
+    video_folder = f"{run_name}/eval" + (f"_from_{checkpoint['global_step']}" if checkpoint else "")
     eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, video_folder)
     critic = make_critic(args, obs_dim, act_dim)
     critic_target = make_critic(args, obs_dim, act_dim)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)  # fused: one kernel per step
+    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
     # As the authors' loop counts: learning_starts uniform-random env steps, then one update per vector step while
@@ -508,7 +488,7 @@ def train(args: Args) -> dict:
     recent_returns, start_time, start_step = [], time.time(), global_step
     last_log_time, last_log_step = start_time, global_step
     obs, _ = envs.reset(seed=args.seed + global_step)
-    metrics = {}  # the last update's losses
+    metrics = {}
     try:
         for iteration in range(start_iteration - refill_iterations, num_iterations):
             refill = iteration < start_iteration
@@ -517,7 +497,7 @@ def train(args: Args) -> dict:
             if warmup:
                 actions = envs.action_space.sample()
             else:
-                with torch.no_grad():  # as for the TD target: grad mode is guarded, so both share one compiled graph
+                with torch.no_grad():
                     actions = policy(critic, torch.as_tensor(obs, dtype=torch.float32, device=device), args)
                 actions = actions.cpu().numpy()
 
@@ -563,8 +543,8 @@ def train(args: Args) -> dict:
             # PROGRESS LINE
             if (now := time.time()) - last_log_time >= args.log_interval_s:
                 sps = (global_step - last_log_step) / (now - last_log_time)
-                eta_s = (num_iterations * args.num_envs - global_step) / sps if sps > 0 else 0.0  # 0 while refilling
-                eta = f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"  # runs take days
+                eta_s = (num_iterations * args.num_envs - global_step) / sps if sps > 0 else 0.0
+                eta = f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"
                 last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
                 print(f"step {global_step:>9,}/{num_iterations * args.num_envs:,} | SPS {sps:6.1f} | updates "
                       f"{num_updates:,} | return (last 10) {last_return} | ETA {eta}", flush=True)
@@ -590,11 +570,11 @@ def train(args: Args) -> dict:
 
 
 # COMMAND LINE
-def evaluate_checkpoint(args: Args) -> dict:
+def evaluate_checkpoint(args: Args, checkpoint: dict | None = None) -> dict:
     """--eval-checkpoint: run --eval-episodes episodes with a saved critic and print their returns; train nothing."""
     validate_args(args)
     obs_dim, act_dim = check_env(args.env_id)
-    checkpoint = load_checkpoint(args.eval_checkpoint)
+    checkpoint = checkpoint or load_checkpoint(args.eval_checkpoint)
     check_same_options(args, checkpoint["args"], NETWORK_OPTIONS)
     critic = make_critic(args, obs_dim, act_dim)
     load_critic(critic, checkpoint["critic"], args.eval_checkpoint)
@@ -611,14 +591,16 @@ def evaluate_checkpoint(args: Args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv)
     try:
-        if args.resume or args.eval_checkpoint:
-            # Options not on the command line are the checkpoint's, so `--resume PATH` alone continues the run.
-            saved = load_checkpoint(args.resume or args.eval_checkpoint)["args"]
-            saved |= {"resume": None, "eval_checkpoint": None}  # a resumed run's checkpoint names its own --resume
-            if args.eval_checkpoint:  # evaluating needs none of the run's logging or training speed options
+        path = args.resume or args.eval_checkpoint
+        checkpoint = load_checkpoint(path) if path else None
+        # Options not given are the checkpoint's (not its --resume, nor, to evaluate, its logging and speed options)
+        if checkpoint:
+            saved = checkpoint["args"] | {"resume": None, "eval_checkpoint": None}
+            if args.eval_checkpoint:
                 saved |= {"track": False, "capture_video": False, "bf16_chain": False}
             args = tyro.cli(Args, args=argv, default=Args(**saved))
-        return (evaluate_checkpoint(args) if args.eval_checkpoint else train(args))["exit_code"]
+        run = evaluate_checkpoint if args.eval_checkpoint else train
+        return run(args, checkpoint)["exit_code"]
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

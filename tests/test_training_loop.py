@@ -27,8 +27,8 @@ def script_path(script):
 
 @pytest.mark.parametrize("argv, expected", [
     (["--env-id", "NoSuchEnv-v0"], "cannot make env 'NoSuchEnv-v0'"),
-    (["--env-id", "CartPole-v1"], "Discrete action space"),
-    (["--env-id", "tests.fake_envs:UnboundedAction-v0"], "unbounded action bounds"),
+    (["--env-id", "CartPole-v1"], "needs continuous actions in a box with finite bounds"),
+    (["--env-id", "tests.fake_envs:UnboundedAction-v0"], "needs continuous actions in a box with finite bounds"),
     (["--env-id", "tests.fake_envs:ImageObservation-v0"], "flat vector observations"),
     (["--batch-size", "512", "--buffer-size", "256"], "exceeds --buffer-size"),
     (["--num-envs", "0"], "--num-envs must be positive"),
