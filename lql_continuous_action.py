@@ -45,7 +45,7 @@ class Args:
     batch_size: int = 256
     learning_starts: int = 30_000  # env steps of uniform-random actions before learning starts
     eval_frequency: int = 125_000  # evaluate every this many env steps after the warm-up, and at --total-timesteps
-    eval_episodes: int = 20  # evaluation episodes, run in parallel
+    eval_episodes: int = 20
     eval_seed: int = 0  # evaluation env i is seeded eval_seed + i at every evaluation, as the authors' evaluator
     log_interval_s: float = 10.0
 
@@ -160,7 +160,7 @@ class TwinCritic(nn.Module):
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs (batch, obs_dim), actions (batch, act_dim) -> Q1 and Q2 (2, batch)."""
         x = torch.cat([obs.expand(2, -1, -1), actions.expand(2, -1, -1)], dim=-1)
-        x = self.activation(self.fc1(x.to(self.fc1.weight.dtype)))  # to bf16 in the chain's copy (bf16_copy)
+        x = self.activation(self.fc1(x.to(self.fc1.weight.dtype)))  # bf16 in the chain's copy (bf16_copy)
         x = self.activation(self.fc2(x))
         x = self.activation(self.fc3(x))
         return self.fc_out(x).squeeze(-1)
@@ -289,7 +289,7 @@ def training_device(args: Args) -> torch.device:
 
 
 def validate_args(args: Args) -> None:
-    """Reject impossible options before anything is created. nan and inf come first: nan fails every comparison."""
+    """Reject impossible options before anything is created; non-finite floats first (nan fails any comparison)."""
     values = dataclasses.asdict(args)
     checks = [(math.isfinite(v), f"--{k.replace('_', '-')} is not a finite number: {v}")
               for k, v in values.items() if isinstance(v, float)]
@@ -361,6 +361,7 @@ def load_checkpoint(path: str) -> dict:
     if not isinstance(checkpoint, dict) or checkpoint.get("algorithm") != "lql":
         found = checkpoint.get("algorithm", "no algorithm named") if isinstance(checkpoint, dict) else "no dict"
         raise UsageError(f"{path} is not a checkpoint of {os.path.basename(__file__)} (it holds {found})")
+    checkpoint["args"].pop("torch_deterministic", None)  # an option of older versions, which had no effect
     if set(checkpoint["args"]) != {field.name for field in dataclasses.fields(Args)}:
         raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (other options)")
     return checkpoint
@@ -389,7 +390,7 @@ def make_critic(args: Args, obs_dim: int, act_dim: int) -> nn.Module:
 # TRAINING LOOP
 def train(args: Args, checkpoint: dict | None = None) -> dict:
     """Train, or go on with the run of --resume (main() passes its checkpoint); return a summary of the run."""
-    from torch.utils.tensorboard import SummaryWriter  # slow to import, and only training needs it
+    from torch.utils.tensorboard import SummaryWriter
 
     validate_args(args)
     obs_dim, act_dim = check_env(args.env_id)

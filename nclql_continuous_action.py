@@ -45,7 +45,7 @@ class Args:
     batch_size: int = 256
     learning_starts: int = 30_000  # env steps of uniform-random actions before learning starts
     eval_frequency: int = 125_000  # evaluate every this many env steps after the warm-up, and at --total-timesteps
-    eval_episodes: int = 20  # evaluation episodes, run in parallel
+    eval_episodes: int = 20
     eval_seed: int = 0  # evaluation env i is seeded eval_seed + i at every evaluation, as the authors' evaluator
     log_interval_s: float = 10.0
 
@@ -178,8 +178,9 @@ class NoiseConditionedTwinCritic(nn.Module):
         """obs (batch, obs_dim), actions (batch, act_dim), level (batch,) long or None = L-1 -> Q1 and Q2 (2, batch)."""
         embeddings = self.embed_levels()  # only L levels exist: embed each once, look up each sample's level
         e_l = embeddings[:, -1:].expand(-1, len(obs), -1) if level is None else embeddings[:, level]
+        # e_l is bf16 in the chain's copy (bf16_copy): concatenate in float32, then cast to the weights' dtype
         x = torch.cat([obs.expand(2, -1, -1), actions.expand(2, -1, -1), e_l.float()], dim=-1)
-        x = self.activation(self.fc1(x.to(self.fc1.weight.dtype)))  # to bf16 in the chain's copy (bf16_copy)
+        x = self.activation(self.fc1(x.to(self.fc1.weight.dtype)))
         x = self.activation(self.fc2(x))
         x = self.activation(self.fc3(x))
         return self.fc_out(x).squeeze(-1)
@@ -204,7 +205,7 @@ def annealed_langevin_sample(q_fn, batch_size: int, act_dim: int, sigmas: torch.
             a <- clip(a + (alpha_l / 2) * w * grad_a q_fn(a, l) + sqrt(alpha_l) * z, -1, 1)
     q_fn(actions, level) is Q at the batch's states and noise level `level` (an int), shape (batch,). With grad_norm,
     grad_a Q is scaled to unit length per sample, so the chain no longer targets exp(w Q) exactly."""
-    step_sizes = step_lr * (sigmas / sigmas[-1]) ** 2
+    step_sizes = step_lr * (sigmas / sigmas[-1]) ** 2  # a tensor, no .item(): torch.compile traces one graph
     actions = torch.rand(batch_size, act_dim, device=sigmas.device) * 2 - 1
     for level, step_size in enumerate(step_sizes):
         for _ in range(steps_per_level):
@@ -333,7 +334,7 @@ def training_device(args: Args) -> torch.device:
 
 
 def validate_args(args: Args) -> None:
-    """Reject impossible options before anything is created. nan and inf come first: nan fails every comparison."""
+    """Reject impossible options before anything is created; non-finite floats first (nan fails any comparison)."""
     values = dataclasses.asdict(args)
     checks = [(math.isfinite(v), f"--{k.replace('_', '-')} is not a finite number: {v}")
               for k, v in values.items() if isinstance(v, float)]
@@ -407,6 +408,7 @@ def load_checkpoint(path: str) -> dict:
     if not isinstance(checkpoint, dict) or checkpoint.get("algorithm") != "nclql":
         found = checkpoint.get("algorithm", "no algorithm named") if isinstance(checkpoint, dict) else "no dict"
         raise UsageError(f"{path} is not a checkpoint of {os.path.basename(__file__)} (it holds {found})")
+    checkpoint["args"].pop("torch_deterministic", None)  # an option of older versions, which had no effect
     if set(checkpoint["args"]) != {field.name for field in dataclasses.fields(Args)}:
         raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (other options)")
     return checkpoint
@@ -436,7 +438,7 @@ def make_critic(args: Args, obs_dim: int, act_dim: int) -> nn.Module:
 # TRAINING LOOP
 def train(args: Args, checkpoint: dict | None = None) -> dict:
     """Train, or go on with the run of --resume (main() passes its checkpoint); return a summary of the run."""
-    from torch.utils.tensorboard import SummaryWriter  # slow to import, and only training needs it
+    from torch.utils.tensorboard import SummaryWriter
 
     validate_args(args)
     obs_dim, act_dim = check_env(args.env_id)

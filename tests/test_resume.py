@@ -206,6 +206,18 @@ def test_a_bad_checkpoint_is_refused_with_exit_2_and_nothing_written(script, fla
     assert sorted(glob.glob(str(tmp_path / "**"), recursive=True)) == listing, "something was written"
 
 
+def test_a_checkpoint_that_holds_the_dropped_torch_deterministic_option_still_resumes(script, tmp_path, monkeypatch):
+    """--torch-deterministic had no effect (no cudnn op in an MLP) and was dropped; the results runs' checkpoints
+    hold it, and must still resume and evaluate."""
+    summary, path = finished_run(script, tmp_path, monkeypatch)
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save(checkpoint | {"args": checkpoint["args"] | {"torch_deterministic": True}}, path)
+    assert script.main(["--eval-checkpoint", path]) == 0
+    assert script.main(["--resume", path, "--total-timesteps", "60"]) == 0
+    resumed = torch.load(path, weights_only=True)
+    assert resumed["global_step"] == summary["global_step"] + 20 and "torch_deterministic" not in resumed["args"]
+
+
 def test_a_checkpoint_is_replaced_atomically(script, tmp_path, monkeypatch):
     _, path = finished_run(script, tmp_path, monkeypatch)
     good = torch.load(path, weights_only=True)

@@ -11,6 +11,7 @@ watches the actions it passes to Q. A checkpoint made before sigmas were a buffe
 options.
 """
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -29,7 +30,9 @@ def main():
     checkpoint = torch.load(cli.checkpoint, map_location="cpu", weights_only=True)
     if checkpoint.get("algorithm") != "nclql" or not checkpoint.get("replay_buffer"):
         sys.exit("error: needs an NC-LQL checkpoint saved with --save-buffer")
-    args = nclql.Args(**{**checkpoint["args"], "compile": False, "cuda": False})
+    options = {field.name for field in dataclasses.fields(nclql.Args)}  # older checkpoints hold removed options
+    args = nclql.Args(**{k: v for k, v in checkpoint["args"].items() if k in options}
+                      | {"compile": False, "cuda": False})
     obs_dim, act_dim = checkpoint["replay_buffer"]["obs"].shape[1], checkpoint["replay_buffer"]["actions"].shape[1]
     critic = nclql.make_critic(args, obs_dim, act_dim)
     state = checkpoint["critic"]
