@@ -545,7 +545,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             if (now := time.time()) - last_log_time >= args.log_interval_s:
                 sps = (global_step - last_log_step) / (now - last_log_time)
                 eta_s = (num_iterations * args.num_envs - global_step) / sps if sps > 0 else 0.0
-                eta = f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"
+                eta = "refilling" if refill else f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"
                 last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
                 print(f"step {global_step:>9,}/{num_iterations * args.num_envs:,} | SPS {sps:6.1f} | updates "
                       f"{num_updates:,} | return (last 10) {last_return} | ETA {eta}", flush=True)

@@ -125,10 +125,13 @@ def test_resuming_without_the_buffer_refills_it_with_the_policy_before_updating(
 
     monkeypatch.setattr(script, "langevin_policy", spy_policy)
     monkeypatch.setattr(script, "update_critic", spy_update)
-    args = dataclasses.replace(script.Args(**saved["args"]), resume=path, total_timesteps=60, save_buffer=True)
+    args = dataclasses.replace(script.Args(**saved["args"]), resume=path, total_timesteps=60, save_buffer=True,
+                               log_interval_s=1e-9)
     resumed = script.train(args)
     out = capsys.readouterr().out
     assert "no replay buffer saved: refilling 20 transitions with the policy" in out, out
+    progress = [line for line in out.splitlines() if line.startswith("step ")]
+    assert "ETA refilling" in progress[0] and "ETA refilling" not in progress[-1], progress  # not "ETA 0:00:00"
     # The refill's 10 vector steps act with the policy (not uniform-random actions), then the first learning step
     # acts with it and updates.
     first_update = calls.index("update") if "update" in calls else None
