@@ -350,7 +350,8 @@ def validate_args(args: Args) -> None:
         (args.w > 0, f"--w must be positive (the policy is exp(w Q): w <= 0 ignores or minimises Q), got {args.w}"),
         (args.num_levels >= 2, f"--num-levels must be >= 2 (a clean level and a smoothed one), got {args.num_levels}"),
         (args.sigma_min < args.sigma_max, f"--sigma-min ({args.sigma_min}) must be below --sigma-max"),
-        (args.batch_size <= args.buffer_size, f"--batch-size ({args.batch_size}) exceeds --buffer-size"),
+        (args.batch_size <= args.buffer_size,
+         f"--batch-size ({args.batch_size}) exceeds --buffer-size ({args.buffer_size})"),
         (0 <= args.gamma <= 1 and 0 < args.tau <= 1, f"need 0 <= --gamma <= 1 and 0 < --tau <= 1, got {args.gamma}, "
                                                      f"{args.tau}"),
         (not (args.resume and args.eval_checkpoint), "--resume and --eval-checkpoint exclude each other: give one"),

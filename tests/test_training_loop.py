@@ -173,7 +173,8 @@ def test_non_finite_loss_stops_with_exit_1_and_names_the_last_good_checkpoint(sc
     (diverged,) = glob.glob("runs/*/checkpoint_nonfinite.pt")  # the diverged state, beside the last good one
     assert summary["num_updates"] == 20, f"stopped after {summary['num_updates']} updates"
     last_good = torch.load(summary["checkpoint"], weights_only=True)
-    assert last_good["global_step"] == 40 + 10 * 2, f"the last good checkpoint is at env step {last_good['global_step']}"
+    assert last_good["global_step"] == 40 + 10 * 2, \
+        f"the last good checkpoint is at env step {last_good['global_step']}"
     assert all(torch.isfinite(p).all() for p in last_good["critic"].values()), "the last good checkpoint holds NaN"
     stopped_at = torch.load(diverged, weights_only=True)["num_updates"]
     assert stopped_at == 20, f"the diverged checkpoint holds {stopped_at} updates"
