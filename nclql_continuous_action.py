@@ -524,8 +524,16 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             raise NonFiniteLoss(f"non-finite loss at step {global_step:,} ({values})")
         return values
 
-    # `kill` (SIGTERM) raises KeyboardInterrupt, as Ctrl-C does: the run saves what it has
-    previous_sigterm_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C or `kill` (SIGTERM) stops the run once the vector step under way is done, so that a checkpoint never
+    # holds half an update; a second one stops at once. Either way the run saves what it has.
+    stop_requested = []
+
+    def request_stop(signum, frame):
+        if stop_requested:
+            raise KeyboardInterrupt
+        stop_requested.append(signum)
+
+    previous_handlers = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     # A resumed run starts fresh episodes (simulator states are not saved). Without its replay buffer it first
     # collects as many transitions with the policy as its warm-up had, without updates and without counting them.
     start_iteration = global_step // args.num_envs
@@ -577,6 +585,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                     writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)),
                                       global_step)
 
+            if stop_requested:  # STOP after the update, before an evaluation (a resumed run makes it)
+                raise KeyboardInterrupt
             # EVALUATE: every eval_frequency learning steps (the authors' Interval: none at learning step 0), and on
             # reaching total_timesteps if the schedule has no evaluation there
             if (learning_step - last_eval_step >= args.eval_frequency
@@ -612,7 +622,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
               file=sys.stderr)
         summary["exit_code"] = 1
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
         envs.close()
         eval_envs.close()
         writer.close()

@@ -277,6 +277,40 @@ def test_ctrl_c_or_kill_saves_a_checkpoint(script, stop_signal, tmp_path):
     assert torch.load(path, weights_only=True)["global_step"] == stopped_at >= 20, err
 
 
+@pytest.mark.parametrize("signals_sent", [1, 2], ids=["one signal", "two signals"])
+def test_a_stop_during_an_update_saves_after_it_and_a_second_stops_at_once(script, signals_sent, tmp_path,
+                                                                            monkeypatch):
+    """The signal falls inside update 3 (where a long run spends most of its time). One: update 3 finishes and the
+    checkpoint holds it, learning steps and updates agreeing as at any vector step's end. Two: the run stops at once, in
+    the update (the state saved as it is)."""
+    monkeypatch.chdir(tmp_path)
+    real_update, after_update = script.update_critic, {}
+
+    def update_with_signals(batch, critic, *rest):
+        if len(after_update) == 2:  # the third update
+            for _ in range(signals_sent):
+                os.kill(os.getpid(), signal.SIGTERM)
+        metrics = real_update(batch, critic, *rest)
+        after_update[len(after_update)] = {k: v.clone() for k, v in critic.state_dict().items()}
+        return metrics
+
+    monkeypatch.setattr(script, "update_critic", update_with_signals)
+    args = script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=2, total_timesteps=400, learning_starts=20,
+                       eval_frequency=1000, eval_episodes=2, batch_size=16)
+    summary = script.train(args)
+    assert summary["exit_code"] == 130, summary
+    saved = torch.load(summary["checkpoint"], weights_only=True)
+    if signals_sent == 2:
+        assert saved["num_updates"] == 2, f"{saved['num_updates']} updates saved: the second signal did not stop at once"
+    else:
+        assert saved["num_updates"] == 3 and saved["learning_step"] == 2 * 3, \
+            f"{saved['num_updates']} updates and {saved['learning_step']} learning steps saved"
+        differ = [k for k, v in saved["critic"].items() if not torch.equal(v, after_update[2][k])]
+        assert not differ, f"the saved critic is not the one after update 3: {differ} differ"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is \
+        signal.default_int_handler, "train() must give the signal handlers back"
+
+
 def test_actions_are_rescaled_from_unit_box_to_env_bounds(script):
     env = script.make_env("Humanoid-v4", seed=0, idx=0, capture_video=False, run_name="unused")()
     assert np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
