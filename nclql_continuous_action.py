@@ -359,7 +359,7 @@ def validate_args(args: Args) -> None:
         (not args.capture_video or importlib.util.find_spec("moviepy"),
          "--capture-video needs `pip install moviepy`, or drop --capture-video"),
         (bf16_matmul, "--bf16-chain needs bf16 matmul in hardware (CPU flags avx512_bf16 or amx_bf16, or a CUDA GPU "
-                      "with bf16), which this machine lacks: drop it"),
+                      "with bf16), which this machine lacks: drop it (--no-bf16-chain to resume a run that had it)"),
         (not (args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None),
          "--compile on CPU needs g++ on PATH: install it (e.g. `apt install g++`), or drop --compile")]
     for ok, message in checks:

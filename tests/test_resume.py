@@ -221,6 +221,21 @@ def test_a_checkpoint_that_holds_the_dropped_torch_deterministic_option_still_re
     assert resumed["global_step"] == summary["global_step"] + 20 and "torch_deterministic" not in resumed["args"]
 
 
+def test_a_bf16_chain_run_resumes_without_it_on_a_cpu_without_bf16_matmul(script, tmp_path, monkeypatch, capsys):
+    _, path = finished_run(script, tmp_path, monkeypatch)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["args"]["bf16_chain"] = True  # as a run on a CPU with bf16 matmul saves it
+    torch.save(checkpoint, path)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    code = script.main(["--resume", path, "--total-timesteps", "60"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--no-bf16-chain to resume" in err, (code, err)
+    assert script.main(["--resume", path, "--total-timesteps", "60", "--no-bf16-chain"]) == 0
+    resumed = torch.load(path, weights_only=True)
+    assert resumed["learning_step"] > 60 and resumed["args"]["bf16_chain"] is False, resumed["args"]
+
+
 def test_a_checkpoint_is_replaced_atomically(script, tmp_path, monkeypatch):
     _, path = finished_run(script, tmp_path, monkeypatch)
     good = torch.load(path, weights_only=True)
