@@ -16,7 +16,7 @@ Reported: the share of samples within NEAR_RADIUS of each optimum, how many opti
 the samples, and the samples' mean reward against uniform-random actions', after 3000 updates and along the way
 (a learning curve from the same run).
 
-    python tests/benchmarks/bandit_2d.py --seed 1             # full size, ~10 min on 2 cores; README: seeds 1, 2, 3
+    python tests/benchmarks/bandit_2d.py --seed 1             # full size, ~4 min on one core; README: seeds 1, 2, 3
     python tests/benchmarks/bandit_2d.py --updates 500 --measure-at --samples 2000   # tests/test_bandit.py's size
     python tests/benchmarks/bandit_2d.py --heights 1 1 1 0.8  # unequal optima: the soft policy drops the lowest
 
@@ -24,7 +24,6 @@ Not collected by pytest (a measurement, not a test); tests/test_bandit.py trains
 `train_and_sample` and checks what every soft policy must do there.
 """
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -66,8 +65,11 @@ def soft_policy_shares(grid_size: int = 801) -> torch.Tensor:
     return (probs[:, None] * near).sum(0).float()
 
 
-CHEAPEST_CHAIN = {"nclql": dict(steps_per_level=1), "lql": dict(langevin_steps=1)}
-"""the training chain's settings: with gamma = 0 the TD target's a' does not enter the target (see train_and_sample)"""
+def uniform_next_actions(critic, obs, args):
+    """The TD target's a' while training: with gamma = 0 it does not enter the target, so no chain is run for it."""
+    return torch.rand(len(obs), 2) * 2 - 1
+
+
 UNIFORM_GRID = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 101)] * 2, indexing="ij"), -1).reshape(-1, 2)
 """a 101 x 101 grid on the box: a mean over it is the mean under uniform-random actions, without sampling noise"""
 
@@ -81,13 +83,12 @@ def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: 
     policy is sampled under a forked RNG, so measuring along the way does not change the training run.
 
     The learning rate is raised from the scripts' 1e-4 so that the critic fits r in a few thousand updates. With
-    gamma = 0 the next action a' drawn inside `update_critic` does not enter the TD target, so the training
-    copy of Args runs the cheapest chain there (1 step per level); sampling uses the default Args, on the critic or,
-    for chain "bf16", on a bf16 copy of it (what --bf16-chain does for the TD target's a').
+    gamma = 0 the next action a' drawn inside `update_critic` does not enter the TD target, so training draws it
+    uniformly (`uniform_next_actions`); sampling uses the default Args, on the critic or, for chain "bf16", on a bf16
+    copy of it (what --bf16-chain does for the TD target's a').
     """
     script = SCRIPTS[name]
     args = script.Args(gamma=0.0, learning_rate=learning_rate, cuda=False)
-    train_args = dataclasses.replace(args, **CHEAPEST_CHAIN[name])
     torch.manual_seed(seed)
     critic, critic_target = script.make_critic(args, 1, 2), script.make_critic(args, 1, 2)
     critic_target.load_state_dict(critic.state_dict())
@@ -120,7 +121,7 @@ def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: 
         start = time.time()
         actions = torch.rand(batch_size, 2) * 2 - 1
         script.update_critic((obs, actions, reward(actions), obs, terminated), critic, critic_target, optimizer,
-                             policy=script.langevin_policy, chain_critic=critic, args=train_args)
+                             policy=uniform_next_actions, chain_critic=critic, args=args)
         train_s += time.time() - start
         if num_done in measure_at or num_done == num_updates:
             results.extend(measure(num_done, train_s, chain) for chain in chains)
