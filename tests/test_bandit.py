@@ -3,9 +3,9 @@ it learned: keep its samples in the action box and put them where the learned Q 
 pi ~ exp(w Q) of that critic, with w = 500).
 
 Each script's critic is trained by its own `update_critic` for 500 updates (seed 1), then its `langevin_policy`
-draws 2000 actions, with the float32 chain and, where the CPU has bf16 matmul, with --bf16-chain's bf16 copy. How well each critic
-fits the reward and how many optima each policy covers are measurements, not claims: tests/benchmarks/README.md.
-`pytest tests/test_bandit.py -s` prints them.
+draws 2000 actions, with the float32 chain and, where the CPU has bf16 matmul, with --bf16-chain's bf16 copy. How
+well each critic fits the reward and how many optima each policy covers are measurements, not claims:
+tests/benchmarks/README.md. `pytest tests/test_bandit.py -s` prints them.
 """
 import functools
 

@@ -301,7 +301,7 @@ def test_a_stop_during_an_update_saves_after_it_and_a_second_stops_at_once(scrip
     assert summary["exit_code"] == 130, summary
     saved = torch.load(summary["checkpoint"], weights_only=True)
     if signals_sent == 2:
-        assert saved["num_updates"] == 2, f"{saved['num_updates']} updates saved: the second signal did not stop at once"
+        assert saved["num_updates"] == 2, f"{saved['num_updates']} updates saved: the second signal did not stop it"
     else:
         assert saved["num_updates"] == 3 and saved["learning_step"] == 2 * 3, \
             f"{saved['num_updates']} updates and {saved['learning_step']} learning steps saved"
