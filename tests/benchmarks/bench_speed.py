@@ -28,6 +28,7 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
 import argparse
 import contextlib
 import io
+import math
 import os
 import re
 import statistics
@@ -128,6 +129,13 @@ def make_parts(script, device, compiled, bf16, obs_dim, act_dim):
     return args, critic, critic_target, optimizer, policy, chain_critic
 
 
+def has_bf16_matmul(device) -> bool:
+    """bf16 matmul in hardware (the scripts' own test for --bf16-chain); elsewhere it runs in software, far slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def time_update_and_act(script, device, compiled, bf16, cli):
     obs_dim, act_dim = cli.obs_dim, cli.act_dim
     args, critic, critic_target, optimizer, policy, chain_critic = make_parts(script, device, compiled, bf16, obs_dim,
@@ -149,7 +157,9 @@ def time_update_and_act(script, device, compiled, bf16, cli):
     first_call_s = time.perf_counter() - start
     flops = update_flops(script, device, batch)
     update_ms, floor_ratio = update_against_matmul(update, device, cli.repeats, flops)
-    _, bf16_floor_ratio = update_against_matmul(update, device, max(3, cli.repeats // 4), flops, torch.bfloat16)
+    bf16_floor_ratio = float("nan")  # n/a without bf16 hardware: a software bf16 matmul is no floor
+    if has_bf16_matmul(device):
+        _, bf16_floor_ratio = update_against_matmul(update, device, max(3, cli.repeats // 4), flops, torch.bfloat16)
     act_ms = median_ms(act, device, cli.repeats)
     return update_ms, act_ms, first_call_s, flops, floor_ratio, bf16_floor_ratio
 
@@ -216,12 +226,13 @@ def main():
     rows = []
     for device_name in cli.devices:
         device = torch.device(device_name)
-        gflops, bf16_gflops = matmul_gflops(device), matmul_gflops(device, torch.bfloat16)
-        print(f"{device_name}: matmul (2048 x 2048) fp32 {gflops:.0f} GFLOP/s, bf16 {bf16_gflops:.0f} GFLOP/s",
-              flush=True)
+        gflops = matmul_gflops(device)
+        bf16 = f"bf16 {matmul_gflops(device, torch.bfloat16):.0f} GFLOP/s" if has_bf16_matmul(device) else \
+            "no bf16 matmul in hardware: the bf16 rows are skipped (the scripts refuse --bf16-chain here)"
+        print(f"{device_name}: matmul (2048 x 2048) fp32 {gflops:.0f} GFLOP/s, {bf16}", flush=True)
         for name in cli.scripts:
             for path in cli.paths:
-                for precision in cli.precisions:
+                for precision in [p for p in cli.precisions if p == "fp32" or has_bf16_matmul(device)]:
                     update_ms, act_ms, first_s, flops, ratio, bf16_ratio = time_update_and_act(
                         SCRIPTS[name], device, path == "compile", precision == "bf16", cli)
                     floor_ms = flops / (gflops * 1e9) * 1e3  # at the rate measured at the start, for the table
@@ -258,9 +269,10 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         vs_sac = f"{median(row['vs_sac']):.2f}x" if row["vs_sac"] else "n/a"  # n/a: run without --cleanrl-sac
+        bf16_ratio = "n/a" if math.isnan(row["bf16_ratio"]) else f"{row['bf16_ratio']:.2f}x"  # n/a: no bf16 hardware
         print(f"| {row['name']} | {row['path']} | {row['precision']} | {row['device'].type} | {row['update_ms']:.1f} | "
               f"{row['act_ms']:.1f} | {row['gflop']:.2f} | {row['floor_ms']:.1f} | {row['ratio']:.2f}x | "
-              f"{row['bf16_ratio']:.2f}x | {row['first_s']:.0f} | {median(row['sps']):.1f} | {vs_sac} |")
+              f"{bf16_ratio} | {row['first_s']:.0f} | {median(row['sps']):.1f} | {vs_sac} |")
     if sac:
         print(f"\nCleanRL SAC, {cli.env_id}, one update per env step, steady state: "
               f"{', '.join(f'{x:.1f}' for x in sac)} env steps/s, in the order run")
