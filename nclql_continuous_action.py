@@ -540,9 +540,13 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     refill_iterations = min(start_iteration, warmup_iterations) \
         if checkpoint and rb.size == 0 and start_iteration < num_iterations else 0
     if checkpoint:
-        print(f"resumed {args.resume} at env step {global_step:,} ({num_updates:,} updates)" + (
-            f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with the policy "
-            f"first" if refill_iterations else ""), flush=True)
+        status = f"resumed {args.resume} at env step {global_step:,} ({num_updates:,} updates)"
+        if refill_iterations:
+            status += (f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with "
+                       f"the policy first")
+        if start_iteration >= num_iterations:
+            status += f"; it has reached --total-timesteps {args.total_timesteps:,}: give a larger one to go on"
+        print(status, flush=True)
     recent_returns, start_time, start_step = [], time.time(), global_step
     last_log_time, last_log_step = start_time, global_step
     obs, _ = envs.reset(seed=args.seed + global_step)

@@ -127,6 +127,7 @@ def test_resuming_without_the_buffer_refills_it_with_the_policy_before_updating(
     monkeypatch.setattr(script, "update_critic", spy_update)
     args = dataclasses.replace(script.Args(**saved["args"]), resume=path, total_timesteps=60, save_buffer=True,
                                log_interval_s=1e-9)
+    capsys.readouterr()  # only the resumed run's lines (a slow first run prints progress lines too)
     resumed = script.train(args)
     out = capsys.readouterr().out
     assert "no replay buffer saved: refilling 20 transitions with the policy" in out, out
@@ -166,6 +167,18 @@ def test_resume_may_change_the_length_and_takes_the_rest_from_the_checkpoint(scr
     # A resumed run's checkpoint can be evaluated and resumed again (its saved options name the first --resume).
     assert script.main(["--eval-checkpoint", path]) == 0
     assert script.main(["--resume", path, "--total-timesteps", "80"]) == 0
+
+
+def test_resuming_a_finished_run_without_a_larger_total_says_so_and_changes_nothing(script, tmp_path, monkeypatch,
+                                                                                      capsys):
+    _, path = finished_run(script, tmp_path, monkeypatch)
+    before = torch.load(path, weights_only=True)
+    assert script.main(["--resume", path]) == 0
+    out = capsys.readouterr().out
+    assert "it has reached --total-timesteps 40: give a larger one to go on" in out, out
+    after = torch.load(path, weights_only=True)
+    assert (after["global_step"], after["num_updates"]) == (before["global_step"], before["num_updates"])
+    assert all(torch.equal(v, after["critic"][k]) for k, v in before["critic"].items()), "the critic changed"
 
 
 def test_a_checkpoint_named_from_inside_its_folder_resumes_there(script, tmp_path, monkeypatch):
