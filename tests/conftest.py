@@ -14,6 +14,13 @@ import nclql_continuous_action as nclql  # noqa: E402
 # A Langevin chain of 6 gradient steps (the defaults run 20), in each script's own options: quick to run, and quick
 # for torch.compile, which unrolls the chain into one graph.
 SHORT_CHAIN = {nclql: dict(num_levels=3, steps_per_level=2), lql: dict(langevin_steps=6)}
+BF16_MATMUL = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+"""bf16 matmul in hardware: without it the scripts refuse --bf16-chain (test_training_loop.py checks that)"""
+
+
+def skip_without_bf16_matmul():
+    if not BF16_MATMUL:
+        pytest.skip("this CPU has no bf16 matmul: --bf16-chain is refused here (see test_training_loop.py)")
 
 
 @pytest.fixture(params=[nclql, lql], ids=["nclql", "lql"])

@@ -10,9 +10,9 @@ tests/benchmarks/README.md. `pytest tests/test_bandit.py -s` prints them.
 import functools
 
 import pytest
-import torch
 
 from tests.benchmarks.bandit_2d import SCRIPTS, report, rounded, text_histogram, train_and_sample
+from tests.conftest import BF16_MATMUL, skip_without_bf16_matmul
 
 UPDATES = 500
 SAMPLES = 2000
@@ -21,7 +21,6 @@ MIN_Q_GAIN = 0.5
 """the samples' mean learned Q must lie at least this share of the way from uniform-random actions' mean to the
 learned Q's maximum on the box; measured 0.80-0.89 (LQL) and 0.95-1.00 (NC-LQL) over seeds 1-6, either chain"""
 NAME = {script.__name__: name for name, script in SCRIPTS.items()}
-BF16_MATMUL = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 CHAINS = ("fp32", "bf16") if BF16_MATMUL else ("fp32",)  # the scripts refuse --bf16-chain without bf16 matmul
 
 
@@ -30,8 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: see c
 
 def trained_policy(name: str, chain: str) -> dict:
     """Script `name`'s policy after UPDATES updates on the bandit, drawn with `chain` ("fp32" or "bf16")."""
-    if chain not in CHAINS:
-        pytest.skip("this CPU has no bf16 matmul: --bf16-chain is refused here (see test_training_loop.py)")
+    if chain == "bf16":
+        skip_without_bf16_matmul()
     return trained_policies(name)[chain]
 
 

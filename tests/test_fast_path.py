@@ -7,7 +7,7 @@ episodes are all 4 so that the compiled chain has a single batch shape (one comp
 import pytest
 import torch
 
-from tests.conftest import update_parts
+from tests.conftest import skip_without_bf16_matmul, update_parts
 
 NUM_UPDATES = 32 // 4 + 1  # total_timesteps // num_envs + 1, as the authors count
 
@@ -88,8 +88,7 @@ def test_bf16_chain_draws_only_the_td_targets_a_prime_on_a_bf16_copy_that_follow
 @pytest.mark.parametrize("compile_", [False, True], ids=["eager", "compile"])
 def test_a_run_with_bf16_chain_trains_its_float32_critic_drawing_a_prime_on_a_bf16_copy(
         script, short_chain, compile_, tmp_path, monkeypatch):
-    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
-        pytest.skip("this CPU has no bf16 matmul: --bf16-chain is refused here (see test_training_loop.py)")
+    skip_without_bf16_matmul()
     monkeypatch.chdir(tmp_path)
     chains = []
     real_update = script.update_critic

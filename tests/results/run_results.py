@@ -1,8 +1,8 @@
 """Run one row of the results table (README "Results"), or resume the rows' stopped runs. Not collected by pytest.
 
 Each row is the authors' protocol (5 envs, 30,000 uniform-random transitions, one update per vector step, 20
-evaluation episodes) on the fast path (--compile, and --bf16-chain where the CPU has bf16), evaluated every 50,000 env steps, with the replay
-buffer saved in each checkpoint so that a stopped run resumes where it stopped.
+evaluation episodes) on the fast path (--compile, and --bf16-chain where the CPU has bf16), evaluated every 50,000
+env steps, with the replay buffer saved in each checkpoint so that a stopped run resumes where it stopped.
 
     python tests/results/run_results.py nclql-hopper --seed 1          # one run, in the foreground
     python tests/results/run_results.py --resume-stopped                # resume every stopped run, one after another
