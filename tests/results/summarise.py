@@ -2,9 +2,11 @@
 
 Not collected by pytest. Each run folder is `runs/{env_id}__{exp_name}__{seed}__{time}` as the scripts write it;
 runs with the same env and exp_name are seeds of one curve. A resumed run writes on into its own folder, so its
-evaluations come out as one curve.
+evaluations come out as one curve. An argument ending in .csv is an evaluations.csv of an earlier summary: its runs
+join the others (the seeds whose logs are gone), and a run folder of the same env, exp_name and seed replaces them.
 
     python tests/results/summarise.py runs/* --out-dir results --steps 100000 300000 500000 1000000
+    python tests/results/summarise.py tests/results/rows/evaluations.csv runs/* --out-dir tests/results/rows
 
 Writes OUT_DIR/evaluations.csv (env_id, exp_name, seed, env_step, return), OUT_DIR/table.md (per curve, the
 evaluation at or just before each of --steps env steps after the --warmup, as the rows' budgets count them: the mean
@@ -35,6 +37,16 @@ def read_run(run_dir: str) -> dict | None:
     return {"env_id": env_id, "exp_name": exp_name, "seed": seed, "points": sorted(points), "dir": run_dir}
 
 
+def read_csv(path: str) -> list[dict]:
+    """The runs of an evaluations.csv written by an earlier summary, in read_run's form."""
+    points = collections.defaultdict(list)
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            points[row["env_id"], row["exp_name"], row["seed"]].append((int(row["env_step"]), float(row["return"])))
+    return [{"env_id": env_id, "exp_name": exp_name, "seed": seed, "points": sorted(run_points), "dir": path}
+            for (env_id, exp_name, seed), run_points in points.items()]
+
+
 def at_or_before(points, step):
     """The evaluation at `step`, or the last one before it; None if the run has none that early."""
     earlier = [value for s, value in points if s <= step]
@@ -48,7 +60,7 @@ def last_third_mean(points) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dirs", nargs="+")
+    parser.add_argument("run_dirs", nargs="+", help="run folders, and evaluations.csv files of earlier summaries")
     parser.add_argument("--out-dir", default="results")
     parser.add_argument("--steps", nargs="+", type=int, default=[100_000, 300_000, 500_000, 1_000_000])
     parser.add_argument("--warmup", type=int, default=30_000,
@@ -56,9 +68,15 @@ def main():
     parser.add_argument("--title", default="", help="added to each plot's title (e.g. the protocol)")
     cli = parser.parse_args()
 
-    runs = [run for run in map(read_run, cli.run_dirs) if run]
+    runs = {}  # (env_id, exp_name, seed) -> run: a run folder replaces a CSV's run of the same seed
+    for path in sorted(cli.run_dirs, key=lambda path: not path.endswith(".csv")):
+        for run in read_csv(path) if path.endswith(".csv") else [read_run(path)]:
+            if run:
+                runs[run["env_id"], run["exp_name"], run["seed"]] = run
+    runs = list(runs.values())
     if not runs:
-        sys.exit("error: no run folder with evaluations among the arguments (expected runs/ENV__EXP__SEED__TIME)")
+        sys.exit("error: no run folder with evaluations among the arguments (expected runs/ENV__EXP__SEED__TIME or "
+                 "an evaluations.csv)")
     os.makedirs(cli.out_dir, exist_ok=True)
     curves = collections.defaultdict(list)  # (env_id, exp_name) -> runs, one per seed
     for run in sorted(runs, key=lambda r: (r["env_id"], r["exp_name"], r["seed"])):
@@ -68,7 +86,7 @@ def main():
         writer = csv.writer(f)
         writer.writerow(["env_id", "exp_name", "seed", "env_step", "return"])
         for run in runs:
-            writer.writerows([run["env_id"], run["exp_name"], run["seed"], step, f"{value:.2f}"]
+            writer.writerows([run["env_id"], run["exp_name"], run["seed"], step, value]  # exact: tables re-read it
                              for step, value in run["points"])
 
     header = ("| env | run | seeds | " + " | ".join(f"{s:,}" for s in cli.steps)
