@@ -34,7 +34,7 @@ def read_run(run_dir: str) -> dict | None:
     if "eval/episodic_return" not in events.Tags()["scalars"]:
         return None
     points = [(event.step, event.value) for event in events.Scalars("eval/episodic_return")]
-    return {"env_id": env_id, "exp_name": exp_name, "seed": seed, "points": sorted(points), "dir": run_dir}
+    return {"env_id": env_id, "exp_name": exp_name, "seed": seed, "points": sorted(points)}
 
 
 def read_csv(path: str) -> list[dict]:
@@ -43,7 +43,7 @@ def read_csv(path: str) -> list[dict]:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             points[row["env_id"], row["exp_name"], row["seed"]].append((int(row["env_step"]), float(row["return"])))
-    return [{"env_id": env_id, "exp_name": exp_name, "seed": seed, "points": sorted(run_points), "dir": path}
+    return [{"env_id": env_id, "exp_name": exp_name, "seed": seed, "points": sorted(run_points)}
             for (env_id, exp_name, seed), run_points in points.items()]
 
 
