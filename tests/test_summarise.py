@@ -11,10 +11,10 @@ EVALUATIONS = {1: [(80_000, 100.0), (130_000, 300.0), (180_000, 250.0)],
                2: [(80_000, 200.0), (130_000, 100.5), (180_000, 400.25)]}
 
 
-def write_run(runs_dir, seed: int) -> str:
+def write_run(runs_dir, seed: int, evaluations=None) -> str:
     run_dir = os.path.join(runs_dir, f"Hopper-v4__results_test__{seed}__1700000000")
     writer = SummaryWriter(run_dir)
-    for step, value in EVALUATIONS[seed]:
+    for step, value in evaluations or EVALUATIONS[seed]:
         writer.add_scalar("eval/episodic_return", value, step)
     writer.add_scalar("charts/SPS", 100, 5_000)  # other tags are ignored
     writer.close()
@@ -38,3 +38,9 @@ def test_the_table_averages_seeds_and_a_csv_of_an_earlier_summary_gives_the_same
     csv_path = tmp_path / "from_logs" / "evaluations.csv"
     assert summarise(tmp_path / "from_csv", csv_path) == table
     assert summarise(tmp_path / "mixed", seed_1, csv_path) == table
+    # a run folder wins over the CSV's run of the same seed, whichever comes first: seed 1 went on to 230k
+    seed_1_longer = write_run(tmp_path / "later", 1, EVALUATIONS[1] + [(230_000, 500.0)])
+    for sources in [(seed_1_longer, csv_path), (csv_path, seed_1_longer)]:
+        assert summarise(tmp_path / "longer", *sources)[2] == (
+            "| Hopper-v4 | results_test | 1, 2 | 150.0 (100.0, 200.0) | 200.2 (300.0, 100.5) |  | "
+            "450.1 (500.0, 400.2) | 450.1 (500.0, 400.2) | 450.1 (500.0, 400.2) |")
