@@ -159,7 +159,7 @@ def sinusoidal_encoding(levels: torch.Tensor, dim: int = 16) -> torch.Tensor:
 
 class NoiseConditionedTwinCritic(nn.Module):
     """Q1(s, a, l) and Q2(s, a, l), each concat(obs, action, e_l) -> 3 x 256 mish -> scalar, e_l the level's embedding.
-    Level L-1 is the clean Q(s, a); level l < L-1 is Q smoothed by action noise of width sigma_l (a buffer)."""
+    Level L-1 is the clean Q(s, a); level l < L-1 is Q smoothed by action noise of width sigma_l (buffer `sigmas`)."""
 
     def __init__(self, obs_dim: int, act_dim: int, sigmas: torch.Tensor, hidden_dim: int = 256, level_dim: int = 16,
                  activation=F.mish):
@@ -209,7 +209,7 @@ def annealed_langevin_sample(q_fn, batch_size: int, act_dim: int, sigmas: torch.
     actions = torch.rand(batch_size, act_dim, device=sigmas.device) * 2 - 1
     for level, step_size in enumerate(step_sizes):
         for _ in range(steps_per_level):
-            with torch.enable_grad():  # callers run under no_grad; this grad is w.r.t. the actions only
+            with torch.enable_grad():  # callers run under no_grad; grad of the batch's sum = each row's own grad_a Q
                 actions.requires_grad_(True)
                 (grad,) = torch.autograd.grad(q_fn(actions, level).sum(), actions)
             if grad_norm:
@@ -256,9 +256,9 @@ def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic,
     td_loss.sum().backward()
     optimizer.step()
 
-    # SMOOTHING STEP: level l < L-1 regresses onto the clean Q at a + sigma_l * noise, so Q(s, ., l) becomes the
-    # clean Q convolved with N(0, sigma_l^2). Its target mean(Q1, Q2)(s, a, L-1) is taken from BEFORE the TD
-    # step (as the authors do); the noisy action is not clipped.
+    # SMOOTHING STEP: Q_i(s, a + sigma_l z, l), l < L-1, regresses onto mean(Q1, Q2)(s, a, L-1), so level l learns
+    # the clean Q smoothed by N(0, sigma_l^2) (weighted by the buffer's actions). The target is taken from BEFORE the
+    # TD step (as the authors do); the noisy action is not clipped.
     smoothing_target = q.detach().mean(0)
     levels = torch.randint(0, len(critic.sigmas) - 1, (len(obs),), device=obs.device)
     noisy_actions = actions + critic.sigmas[levels, None] * torch.randn_like(actions)
@@ -267,7 +267,7 @@ def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic,
     smoothing_loss.sum().backward()
     optimizer.step()
 
-    # POLYAK: targ <- tau * online + (1 - tau) * targ
+    # POLYAK: targ <- tau * online + (1 - tau) * targ; the chain's bf16 copy (--bf16-chain) takes the new weights
     with torch.no_grad():
         for p_targ, p in zip(critic_target.parameters(), critic.parameters()):
             p_targ.lerp_(p, args.tau)
@@ -506,17 +506,21 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     summary = {"run_dir": run_dir, "eval_returns": eval_returns, "checkpoint": None, "exit_code": 0}
 
     def save(path=checkpoint_path):
-        if args.save_model:
-            save_checkpoint(path, {
-                "algorithm": "nclql", "args": dataclasses.asdict(args), "critic": critic.state_dict(),
-                "critic_target": critic_target.state_dict(), "optimizer": optimizer.state_dict(),
-                "global_step": global_step, "learning_step": learning_step, "num_updates": num_updates,
-                "last_eval_step": last_eval_step, "eval_returns": eval_returns,
-                "rng": {"torch": torch.get_rng_state(), "action_space": envs.action_space.np_random.bit_generator.state,
-                        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None},
-                "replay_buffer": rb.state_dict() if args.save_buffer else None})
-            if path == checkpoint_path:
-                summary["checkpoint"] = path
+        if not args.save_model:
+            return
+        if path == checkpoint_path and not all(p.isfinite().all() for p in critic.parameters()):
+            path = f"{run_dir}/checkpoint_nonfinite.pt"  # a non-finite critic never replaces the last good checkpoint
+            print(f"warning: non-finite critic: saving it to {path}, not over {checkpoint_path}", file=sys.stderr)
+        save_checkpoint(path, {
+            "algorithm": "nclql", "args": dataclasses.asdict(args), "critic": critic.state_dict(),
+            "critic_target": critic_target.state_dict(), "optimizer": optimizer.state_dict(),
+            "global_step": global_step, "learning_step": learning_step, "num_updates": num_updates,
+            "last_eval_step": last_eval_step, "eval_returns": eval_returns,
+            "rng": {"torch": torch.get_rng_state(), "action_space": envs.action_space.np_random.bit_generator.state,
+                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None},
+            "replay_buffer": rb.state_dict() if args.save_buffer else None})
+        if path == checkpoint_path:
+            summary["checkpoint"] = path
 
     def finite(metrics: dict) -> dict:  # .item() syncs the GPU: every 100 updates, and before a checkpoint
         values = {key: value.item() for key, value in metrics.items()}
@@ -525,7 +529,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         return values
 
     # Ctrl-C or `kill` (SIGTERM) stops the run once the vector step under way is done, so that a checkpoint never
-    # holds half an update; a second one stops at once. Either way the run saves what it has.
+    # holds half an update; a second one stops at once, even mid-update. Either way the run saves what it has.
     stop_requested = []
 
     def request_stop(signum, frame):
@@ -534,8 +538,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         stop_requested.append(signum)
 
     previous_handlers = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-    # A resumed run starts fresh episodes (simulator states are not saved). Without its replay buffer it first
-    # collects as many transitions with the policy as its warm-up had, without updates and without counting them.
+    # A resumed run starts fresh episodes (simulator states are not saved). Without its replay buffer it first collects
+    # as many transitions with the policy as it had made in its warm-up, without updates and without counting them.
     start_iteration = global_step // args.num_envs
     refill_iterations = min(start_iteration, warmup_iterations) \
         if checkpoint and rb.size == 0 and start_iteration < num_iterations else 0
@@ -589,13 +593,13 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                     writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)),
                                       global_step)
 
-            if stop_requested:  # STOP after the update, before an evaluation (a resumed run makes it)
+            if stop_requested:  # STOP after the update, before a due evaluation (which the resumed run makes)
                 raise KeyboardInterrupt
             # EVALUATE: every eval_frequency learning steps (the authors' Interval: none at learning step 0), and on
             # reaching total_timesteps if the schedule has no evaluation there
             if (learning_step - last_eval_step >= args.eval_frequency
                     or last_eval_step < args.total_timesteps <= learning_step):
-                finite(metrics)  # a non-finite critic is never saved over the last good checkpoint
+                finite(metrics)  # a run whose losses went non-finite stops here (exit 1), before it evaluates
                 returns = evaluate(eval_envs, policy, critic, args)
                 last_eval_step = learning_step  # only once it has run: a stop during it repeats it on resume
                 eval_returns.append((global_step, float(returns.mean())))

@@ -180,6 +180,33 @@ def test_non_finite_loss_stops_with_exit_1_and_names_the_last_good_checkpoint(sc
     assert stopped_at == 20, f"the diverged checkpoint holds {stopped_at} updates"
 
 
+def test_a_stop_after_the_critic_went_non_finite_keeps_the_last_good_checkpoint(script, tmp_path, monkeypatch, capsys):
+    """Losses are read every 100 updates and before each evaluation; a stop between two reads must not write the
+    critic over the last good checkpoint once it has gone non-finite."""
+    monkeypatch.chdir(tmp_path)
+    real_update, num_updates = script.update_critic, []
+
+    def update_then_stop(*args):
+        metrics = real_update(*args)
+        num_updates.append(1)
+        if len(num_updates) == 19:  # rewards are NaN from update 11 on; the checkpoint of update 10 is good
+            os.kill(os.getpid(), signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(script, "update_critic", update_then_stop)
+    args = script.Args(env_id="tests.fake_envs:LateNaNReward-v0", num_envs=2, total_timesteps=400, learning_starts=40,
+                       eval_frequency=20, eval_episodes=2, batch_size=16)
+    summary = script.train(args)
+    err = capsys.readouterr().err
+    last_good = torch.load(summary["checkpoint"], weights_only=True)
+    assert last_good["num_updates"] == 10 and all(torch.isfinite(p).all() for p in last_good["critic"].values()), \
+        f"checkpoint.pt holds {last_good['num_updates']} updates (10 expected, all finite)"
+    assert summary["exit_code"] == 130 and "warning: non-finite critic" in err, err
+    (diverged,) = glob.glob("runs/*/checkpoint_nonfinite.pt")
+    diverged = torch.load(diverged, weights_only=True)
+    assert diverged["num_updates"] == 19 and not all(torch.isfinite(p).all() for p in diverged["critic"].values())
+
+
 def test_a_hopper_run_from_the_command_line_updates_evaluates_logs_and_saves(script, tmp_path):
     """A user's run, shortened: 100+ gradient updates, an evaluation, a tensorboard file and a checkpoint."""
     result = subprocess.run(
