@@ -239,7 +239,7 @@ def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args) -> torch.T
 
 # UPDATE
 def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic, args: Args) -> dict:
-    """One NC-LQL update, in the authors' order: TD step (at level L-1), smoothing step, Polyak."""
+    """One NC-LQL update, in the authors' order: TD step (at level L-1), smoothing step (same Adam), Polyak."""
     obs, actions, rewards, next_obs, terminated = batch
 
     # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a'), a' ~ pi(.|s') drawn
