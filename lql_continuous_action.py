@@ -275,112 +275,9 @@ def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: A
     return returns
 
 
-# CHECKS AND CHECKPOINTS
-class UsageError(ValueError):
-    """Bad input from the user: reported as one line on stderr, exit code 2, nothing written."""
-
-
-class NonFiniteLoss(Exception):
-    pass
-
-
+# TRAINING LOOP
 def training_device(args: Args) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-
-
-def validate_args(args: Args) -> None:
-    """Reject impossible options before anything is created; non-finite floats first (nan fails any comparison)."""
-    values = dataclasses.asdict(args)
-    checks = [(math.isfinite(v), f"--{k.replace('_', '-')} is not a finite number: {v}")
-              for k, v in values.items() if isinstance(v, float)]
-    checks += [(values[k] > 0, f"--{k.replace('_', '-')} must be positive, got {values[k]}") for k in [
-        "total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
-        "langevin_steps", "num_particles", "learning_rate", "step_lr", "log_interval_s"]]
-    checks += [(values[k] >= 0, f"--{k.replace('_', '-')} must be >= 0, got {values[k]}")
-               for k in ["learning_starts", "seed", "eval_seed"]]
-    on_cpu = training_device(args).type == "cpu"
-    bf16_matmul = not args.bf16_chain or ((torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-                                          if on_cpu else torch.cuda.is_bf16_supported())
-    checks += [
-        (args.w > 0, f"--w must be positive (the policy is exp(w Q): w <= 0 ignores or minimises Q), got {args.w}"),
-        (args.batch_size <= args.buffer_size,
-         f"--batch-size ({args.batch_size}) exceeds --buffer-size ({args.buffer_size})"),
-        (0 <= args.gamma <= 1 and 0 < args.tau <= 1, f"need 0 <= --gamma <= 1 and 0 < --tau <= 1, got {args.gamma}, "
-                                                     f"{args.tau}"),
-        (not (args.resume and args.eval_checkpoint), "--resume and --eval-checkpoint exclude each other: give one"),
-        (not args.track or importlib.util.find_spec("wandb"), "--track needs `pip install wandb`, or drop --track"),
-        (not args.capture_video or importlib.util.find_spec("moviepy"),
-         "--capture-video needs `pip install moviepy`, or drop --capture-video"),
-        (bf16_matmul, "--bf16-chain needs bf16 matmul in hardware (CPU flags avx512_bf16 or amx_bf16, or a CUDA GPU "
-                      "with bf16), which this machine lacks: drop it (--no-bf16-chain to resume a run that had it)"),
-        (not (args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None),
-         "--compile on CPU needs g++ on PATH: install it (e.g. `apt install g++`), or drop --compile")]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-
-
-def check_env(env_id: str) -> tuple[int, int]:
-    """Make the env once and check that this method applies to it; return (obs_dim, act_dim)."""
-    try:
-        env = gym.make(env_id)
-    except (gym.error.Error, ImportError) as e:
-        raise UsageError(f"cannot make env {env_id!r}: {e} (list the ids with `python -c \"import gymnasium; "
-                         f"gymnasium.pprint_registry()\"`)") from None
-    obs_space, act_space = env.observation_space, env.action_space
-    env.close()
-    if not isinstance(act_space, gym.spaces.Box) or not np.isfinite([act_space.low, act_space.high]).all():
-        raise UsageError(f"{env_id} has actions {act_space}; Langevin sampling needs continuous actions in a box with "
-                         f"finite bounds (a Box space, as in Hopper-v4)")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise UsageError(f"{env_id} has observations {obs_space}; this script needs flat vector observations "
-                         f"(wrap the env with gymnasium.wrappers.FlattenObservation)")
-    return obs_space.shape[0], act_space.shape[0]
-
-
-# What a resumed run may change (the rest defines the method); an evaluated checkpoint must match NETWORK_OPTIONS.
-RESUME_MAY_CHANGE = ("resume", "eval_checkpoint", "total_timesteps", "eval_frequency", "eval_episodes", "eval_seed",
-                     "log_interval_s", "save_model", "save_buffer", "track", "wandb_project_name", "wandb_entity",
-                     "capture_video", "compile", "bf16_chain", "cuda")
-NETWORK_OPTIONS = ("env_id",)
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    torch.save(state, f"{path}.tmp")
-    os.replace(f"{path}.tmp", path)  # a kill during the save never truncates the last good checkpoint
-
-
-def load_checkpoint(path: str) -> dict:
-    """Read a checkpoint of this script, or raise a UsageError that says what is wrong with the file."""
-    if not os.path.isfile(path):
-        raise UsageError(f"no checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: truncated, or not from "
-                         f"torch.save)") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("algorithm") != "lql":
-        found = checkpoint.get("algorithm", "no algorithm named") if isinstance(checkpoint, dict) else "no dict"
-        raise UsageError(f"{path} is not a checkpoint of {os.path.basename(__file__)} (it holds {found})")
-    checkpoint["args"].pop("torch_deterministic", None)  # an option of older versions, which had no effect
-    if set(checkpoint["args"]) != {field.name for field in dataclasses.fields(Args)}:
-        raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (other options)")
-    return checkpoint
-
-
-def load_critic(critic: nn.Module, state: dict, path: str) -> None:
-    try:
-        critic.load_state_dict(state)
-    except RuntimeError:
-        raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (another critic)") \
-            from None
-
-
-def check_same_options(args: Args, saved: dict, names) -> None:
-    for name in names:
-        if getattr(args, name) != saved[name]:
-            raise UsageError(f"--{name.replace('_', '-')} is {getattr(args, name)} here but {saved[name]} in the "
-                             f"checkpoint; it cannot change: drop it or start a new run")
 
 
 def make_critic(args: Args, obs_dim: int, act_dim: int) -> nn.Module:
@@ -388,7 +285,6 @@ def make_critic(args: Args, obs_dim: int, act_dim: int) -> nn.Module:
     return TwinCritic(obs_dim, act_dim, activation=activation).to(training_device(args))
 
 
-# TRAINING LOOP
 def train(args: Args, checkpoint: dict | None = None) -> dict:
     """Train, or go on with the run of --resume (main() passes its checkpoint); return a summary of the run."""
     from torch.utils.tensorboard import SummaryWriter
@@ -477,7 +373,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     def finite(metrics: dict) -> dict:  # .item() syncs the GPU: every 100 updates, and before a checkpoint
         values = {key: value.item() for key, value in metrics.items()}
         if not all(math.isfinite(v) for v in values.values()):
-            raise NonFiniteLoss(f"non-finite loss at step {global_step:,} ({values})")
+            raise FloatingPointError(f"non-finite loss at step {global_step:,} ({values})")
         return values
 
     # Ctrl-C or `kill` (SIGTERM) stops the run once the vector step under way is done, so that a checkpoint never
@@ -576,7 +472,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         print(f"interrupted at step {global_step:,}; checkpoint: {summary['checkpoint'] or 'not saved'}",
               file=sys.stderr)
         summary["exit_code"] = 130
-    except NonFiniteLoss as e:
+    except FloatingPointError as e:
         save(f"{run_dir}/checkpoint_nonfinite.pt")
         print(f"error: {e}; stopped. Last good checkpoint: {summary['checkpoint'] or 'none saved yet'}",
               file=sys.stderr)
@@ -588,6 +484,106 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         eval_envs.close()
         writer.close()
     return summary | {"num_updates": num_updates, "global_step": global_step}
+
+
+# CHECKS AND CHECKPOINTS (what train() above calls to refuse bad input, and to save and load a run)
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line on stderr, exit code 2, nothing written."""
+
+
+def validate_args(args: Args) -> None:
+    """Reject impossible options before anything is created; non-finite floats first (nan fails any comparison)."""
+    values = dataclasses.asdict(args)
+    checks = [(math.isfinite(v), f"--{k.replace('_', '-')} is not a finite number: {v}")
+              for k, v in values.items() if isinstance(v, float)]
+    checks += [(values[k] > 0, f"--{k.replace('_', '-')} must be positive, got {values[k]}") for k in [
+        "total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
+        "langevin_steps", "num_particles", "learning_rate", "step_lr", "log_interval_s"]]
+    checks += [(values[k] >= 0, f"--{k.replace('_', '-')} must be >= 0, got {values[k]}")
+               for k in ["learning_starts", "seed", "eval_seed"]]
+    on_cpu = training_device(args).type == "cpu"
+    bf16_matmul = not args.bf16_chain or ((torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+                                          if on_cpu else torch.cuda.is_bf16_supported())
+    checks += [
+        (args.w > 0, f"--w must be positive (the policy is exp(w Q): w <= 0 ignores or minimises Q), got {args.w}"),
+        (args.batch_size <= args.buffer_size,
+         f"--batch-size ({args.batch_size}) exceeds --buffer-size ({args.buffer_size})"),
+        (0 <= args.gamma <= 1 and 0 < args.tau <= 1, f"need 0 <= --gamma <= 1 and 0 < --tau <= 1, got {args.gamma}, "
+                                                     f"{args.tau}"),
+        (not (args.resume and args.eval_checkpoint), "--resume and --eval-checkpoint exclude each other: give one"),
+        (not args.track or importlib.util.find_spec("wandb"), "--track needs `pip install wandb`, or drop --track"),
+        (not args.capture_video or importlib.util.find_spec("moviepy"),
+         "--capture-video needs `pip install moviepy`, or drop --capture-video"),
+        (bf16_matmul, "--bf16-chain needs bf16 matmul in hardware (CPU flags avx512_bf16 or amx_bf16, or a CUDA GPU "
+                      "with bf16), which this machine lacks: drop it (--no-bf16-chain to resume a run that had it)"),
+        (not (args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None),
+         "--compile on CPU needs g++ on PATH: install it (e.g. `apt install g++`), or drop --compile")]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
+def check_env(env_id: str) -> tuple[int, int]:
+    """Make the env once and check that this method applies to it; return (obs_dim, act_dim)."""
+    try:
+        env = gym.make(env_id)
+    except (gym.error.Error, ImportError) as e:
+        raise UsageError(f"cannot make env {env_id!r}: {e} (list the ids with `python -c \"import gymnasium; "
+                         f"gymnasium.pprint_registry()\"`)") from None
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(act_space, gym.spaces.Box) or not np.isfinite([act_space.low, act_space.high]).all():
+        raise UsageError(f"{env_id} has actions {act_space}; Langevin sampling needs continuous actions in a box with "
+                         f"finite bounds (a Box space, as in Hopper-v4)")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise UsageError(f"{env_id} has observations {obs_space}; this script needs flat vector observations "
+                         f"(wrap the env with gymnasium.wrappers.FlattenObservation)")
+    return obs_space.shape[0], act_space.shape[0]
+
+
+# What a resumed run may change (the rest defines the method); an evaluated checkpoint must match NETWORK_OPTIONS.
+RESUME_MAY_CHANGE = ("resume", "eval_checkpoint", "total_timesteps", "eval_frequency", "eval_episodes", "eval_seed",
+                     "log_interval_s", "save_model", "save_buffer", "track", "wandb_project_name", "wandb_entity",
+                     "capture_video", "compile", "bf16_chain", "cuda")
+NETWORK_OPTIONS = ("env_id",)
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    torch.save(state, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)  # a kill during the save never truncates the last good checkpoint
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a checkpoint of this script, or raise a UsageError that says what is wrong with the file."""
+    if not os.path.isfile(path):
+        raise UsageError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: truncated, or not from "
+                         f"torch.save)") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("algorithm") != "lql":
+        found = checkpoint.get("algorithm", "no algorithm named") if isinstance(checkpoint, dict) else "no dict"
+        raise UsageError(f"{path} is not a checkpoint of {os.path.basename(__file__)} (it holds {found})")
+    checkpoint["args"].pop("torch_deterministic", None)  # an option of older versions, which had no effect
+    if set(checkpoint["args"]) != {field.name for field in dataclasses.fields(Args)}:
+        raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (other options)")
+    return checkpoint
+
+
+def load_critic(critic: nn.Module, state: dict, path: str) -> None:
+    try:
+        critic.load_state_dict(state)
+    except RuntimeError:
+        raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (another critic)") \
+            from None
+
+
+def check_same_options(args: Args, saved: dict, names) -> None:
+    for name in names:
+        if getattr(args, name) != saved[name]:
+            raise UsageError(f"--{name.replace('_', '-')} is {getattr(args, name)} here but {saved[name]} in the "
+                             f"checkpoint; it cannot change: drop it or start a new run")
 
 
 # COMMAND LINE

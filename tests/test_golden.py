@@ -10,7 +10,6 @@ order; `w` is (in, out) and `b` is (out,), as ours, so Q1 and Q2 stack on a lead
     linear   -> level_embed1      linear_2 -> fc1 (input rows: obs, action, level embedding, as ours)
     linear_1 -> level_embed2      linear_3, linear_4 -> fc2, fc3      linear_5 -> fc_out
 """
-import dataclasses
 import os
 
 import numpy as np

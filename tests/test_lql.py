@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import lql_continuous_action as lql
 
-from tests.conftest import ACT_DIM, OBS_DIM, make_batch, make_parts
+from tests.conftest import ACT_DIM, OBS_DIM, make_parts
 
 
 def test_critic_is_the_mlp_on_concat_obs_action():
