@@ -1,7 +1,9 @@
 """Claims about --resume and --eval-checkpoint, for both scripts (the `script` fixture in conftest.py)."""
+import copy
 import dataclasses
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,12 +22,23 @@ def script_path(script):
     return os.path.join(ROOT, os.path.basename(script.__file__))
 
 
+FINISHED_RUNS = {}  # (script, options) -> (folder, summary): each short run is trained once, then copied
+
+
 def finished_run(script, tmp_path, monkeypatch, **overrides):
-    """A short run to its end, in tmp_path; returns its summary and checkpoint path."""
+    """A short run to its end, as tmp_path/runs; returns its summary and checkpoint path (relative to tmp_path)."""
+    key = (script.__name__, tuple(sorted(overrides.items())))
+    if key not in FINISHED_RUNS:  # trained in the first test's tmp_path, which pytest keeps for the session
+        origin = tmp_path / "trained_once"
+        origin.mkdir()
+        monkeypatch.chdir(origin)
+        summary = script.train(script.Args(**{**COUNTER, "total_timesteps": 40, **overrides}))
+        assert summary["exit_code"] == 0
+        FINISHED_RUNS[key] = origin, summary
+    origin, summary = FINISHED_RUNS[key]
+    shutil.copytree(origin / "runs", tmp_path / "runs")
     monkeypatch.chdir(tmp_path)
-    summary = script.train(script.Args(**{**COUNTER, "total_timesteps": 40, **overrides}))
-    assert summary["exit_code"] == 0
-    return summary, summary["checkpoint"]
+    return copy.deepcopy(summary), summary["checkpoint"]
 
 
 def test_a_run_stopped_by_sigterm_resumes_where_it_stopped(script, tmp_path, monkeypatch):
