@@ -1,6 +1,8 @@
 # Langevin Q-Learning (LQL), from "Direct Soft-Policy Sampling via Langevin Dynamics" (arXiv 2602.07873). No actor:
-# pi(a|s) ~ exp(w Q(s,a)) is sampled by plain Langevin dynamics on a twin critic. The authors released no LQL code:
-# this is their NC-LQL without noise conditioning, with the same protocol. README: the method, equation by equation.
+# the soft policy pi(a|s) ~ exp(w Q(s,a)) is sampled by plain Langevin dynamics on a twin critic. The chain climbs
+# Q1 + Q2; with the default normalised gradient it does not sample exp(w Q) exactly. The authors released no LQL
+# code: this is their NC-LQL without noise conditioning, with the same protocol. README: the method, equation by
+# equation.
 import copy
 import dataclasses
 import importlib.util
@@ -23,44 +25,48 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    seed: int = 1
-    cuda: bool = True
-    track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
-    wandb_project_name: str = "lql"
-    wandb_entity: str | None = None
-    capture_video: bool = False  # record evaluation episodes to `videos/` (needs `pip install moviepy`)
-    save_model: bool = True  # save a checkpoint in `runs/{run_name}` at each evaluation, at the end, on Ctrl-C or kill
-    save_buffer: bool = False  # also save the replay buffer, so that --resume goes on exactly (Hopper-v4: 108 MB at 1M)
-    resume: str | None = None  # continue this checkpoint's run; options not given are the checkpoint's
-    eval_checkpoint: str | None = None  # evaluate this checkpoint for --eval-episodes episodes and exit
-    compile: bool = False  # fast path: torch.compile the chain and the critics (~1 min per batch shape on 2 cores)
-    bf16_chain: bool = False  # fast path: draw the TD target's a' on a bfloat16 copy of the critic (bf16 hardware)
-
-    # Environment and protocol
-    env_id: str = "Hopper-v4"
+    # Environment and protocol (the authors')
+    env_id: str = "Hopper-v4"  # a Gymnasium id with bounded continuous actions (the authors ran MuJoCo v4)
     total_timesteps: int = 5_000_000  # env steps after the warm-up, as the authors count
     num_envs: int = 5  # parallel environments; one update is made per vector step
-    buffer_size: int = 1_000_000
-    batch_size: int = 256
+    buffer_size: int = 1_000_000  # replay buffer capacity, in transitions
+    batch_size: int = 256  # transitions per update
     learning_starts: int = 30_000  # env steps of uniform-random actions before learning starts
     eval_frequency: int = 125_000  # evaluate every this many env steps after the warm-up, and at --total-timesteps
-    eval_episodes: int = 20
+    eval_episodes: int = 20  # episodes per evaluation, one env each
     eval_seed: int = 0  # evaluation env i is seeded eval_seed + i at every evaluation, as the authors' evaluator
-    log_interval_s: float = 10.0
 
     # Critic learning
-    gamma: float = 0.99
+    gamma: float = 0.99  # discount factor
     tau: float = 0.005  # Polyak rate of the target critics
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-4  # Adam's learning rate (both critics, both losses)
     reward_scale: float = 0.2  # rewards are multiplied by this in the TD target
 
     # Langevin sampler
     langevin_steps: int = 20  # K: Langevin steps per action (20 = the cost of NC-LQL's 10 levels x 2 steps)
     step_lr: float = 1e-4  # alpha: the step size of every Langevin step (README: LQL's step size)
+    annealed_step_sizes: bool = False  # ablation: NC-LQL's 20 step sizes (1.0 down to 1e-4) instead of --step-lr
     w: float = 500.0  # inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a))
-    q_grad_norm: bool = True  # normalise grad_a Q to unit length per sample (off: Langevin on exp(w (Q1 + Q2)))
+    q_grad_norm: bool = True  # step along grad_a Q's direction only (authors); off: Langevin on exp(w (Q1 + Q2))
     num_particles: int = 1  # N chains per state; the action with the highest min(Q1, Q2) is kept
+
+    # Run, logging and checkpoints
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # names the run folder runs/{env_id}__{exp_name}__...
+    seed: int = 1  # seeds torch, numpy, the training envs and their action space
+    cuda: bool = True  # train on a CUDA GPU when there is one
+    log_interval_s: float = 10.0  # seconds between progress lines
+    track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
+    wandb_project_name: str = "lql"  # Weights and Biases project (--track)
+    wandb_entity: str | None = None  # Weights and Biases team (--track)
+    capture_video: bool = False  # record evaluation episodes to `videos/` (needs `pip install moviepy`)
+    save_model: bool = True  # save a checkpoint in `runs/{run_name}` at each evaluation, at the end, on Ctrl-C or kill
+    save_buffer: bool = False  # also save the replay buffer, so that --resume goes on exactly (Hopper-v4: 108 MB at 1M)
+    resume: str | None = None  # continue this checkpoint's run; options not given are the checkpoint's
+    eval_checkpoint: str | None = None  # evaluate this checkpoint for --eval-episodes episodes and exit
+
+    # Speed (the fast path; README: Speed)
+    compile: bool = False  # torch.compile the chain and the critics (~1 min per batch shape on 2 cores)
+    bf16_chain: bool = False  # draw the TD target's a' on a bfloat16 copy of the critic (needs bf16 hardware)
 
 
 # ENVIRONMENT
@@ -167,15 +173,16 @@ class TwinCritic(nn.Module):
 
 
 # LANGEVIN SAMPLER
-def langevin_sample(q_fn, batch_size: int, act_dim: int, num_steps: int, step_size: float, w: float,
-                    grad_norm: bool = True, device: torch.device | str = "cpu") -> torch.Tensor:
+def langevin_sample(q_fn, batch_size: int, act_dim: int, step_sizes: list[float], w: float, grad_norm: bool = True,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
     """Draw a ~ pi(a|s) ~ exp(w Q(s,a)) by (unadjusted) Langevin dynamics on log pi = w Q + const:
         a ~ U[-1, 1]^act_dim
-        K times:  a <- clip(a + (alpha / 2) * w * grad_a q_fn(a) + sqrt(alpha) * z, -1, 1)
+        for alpha in step_sizes (K of them):  a <- clip(a + (alpha / 2) * w * grad_a q_fn(a) + sqrt(alpha) * z, -1, 1)
     q_fn(actions) is Q at the batch's states, shape (batch,). With grad_norm, grad_a Q is scaled to unit length per
-    sample, so the chain no longer targets exp(w Q) exactly."""
+    sample, so the chain no longer targets exp(w Q) exactly. At the defaults (alpha = 1e-4, w = 500) a normalised step
+    moves 0.5 alpha w = 0.025, and the noise adds sqrt(alpha) = 0.01 per coordinate."""
     actions = torch.rand(batch_size, act_dim, device=device) * 2 - 1
-    for _ in range(num_steps):
+    for step_size in step_sizes:
         with torch.enable_grad():  # callers run under no_grad; grad of the batch's sum = each row's own grad_a Q
             actions.requires_grad_(True)
             (grad,) = torch.autograd.grad(q_fn(actions).sum(), actions)
@@ -186,6 +193,19 @@ def langevin_sample(q_fn, batch_size: int, act_dim: int, num_steps: int, step_si
     return actions
 
 
+# --annealed-step-sizes, an ablation (annealing without noise conditioning): NC-LQL's step sizes at its defaults,
+# computed as it computes them: sigma_l geometric from 0.1 to 0.001 over 10 levels, alpha_l = 1e-4 (sigma_l / 0.001)^2.
+_sigmas = torch.exp(torch.linspace(math.log(0.1), math.log(0.001), 10))
+NCLQL_STEP_SIZES = (1e-4 * (_sigmas / _sigmas[-1]) ** 2).tolist()  # 1.0 down to 1e-4
+
+
+def langevin_step_sizes(args: Args) -> list[float]:
+    """alpha of each of the K steps: --step-lr; with --annealed-step-sizes, NC-LQL's alpha_l for K / 10 steps each."""
+    if args.annealed_step_sizes:
+        return [alpha for alpha in NCLQL_STEP_SIZES for _ in range(args.langevin_steps // 10)]
+    return [args.step_lr] * args.langevin_steps
+
+
 def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args) -> torch.Tensor:
     """a ~ pi(.|s): the sampler on Q1 + Q2; with N particles per state, the one with the highest min(Q1, Q2)."""
     n, batch_size = args.num_particles, len(obs)
@@ -194,8 +214,8 @@ def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args) -> torch.T
     def q_fn(actions):
         return critic(obs_n, actions).sum(0)
 
-    actions = langevin_sample(q_fn, n * batch_size, critic.act_dim, args.langevin_steps, args.step_lr, args.w,
-                              args.q_grad_norm, device=obs.device)
+    actions = langevin_sample(q_fn, n * batch_size, critic.act_dim, langevin_step_sizes(args), args.w, args.q_grad_norm,
+                              device=obs.device)
     if n == 1:
         return actions
     with torch.no_grad():
@@ -204,15 +224,22 @@ def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args) -> torch.T
     return actions.view(n, batch_size, -1)[best, torch.arange(batch_size, device=obs.device)]
 
 
+def act(policy, critic: nn.Module, obs: np.ndarray, args: Args) -> np.ndarray:
+    """The Langevin policy's actions at a batch of env observations."""
+    with torch.no_grad():
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=next(critic.parameters()).device)
+        return policy(critic, obs, args).cpu().numpy()
+
+
 # UPDATE
-def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic, args: Args) -> dict:
+def update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args: Args) -> dict:
     """One LQL update, in the authors' order: TD step, then Polyak."""
     obs, actions, rewards, next_obs, terminated = batch
 
     # TD TARGET: y = r_scale * r + gamma * (1 - terminated) * min_i Q_i_targ(s', a'), a' ~ pi(.|s') drawn
     # with the ONLINE critics (the policy is the online critic), valued by the Polyak targets.
     with torch.no_grad():
-        next_actions = policy(chain_critic, next_obs, args)
+        next_actions = draw_next_actions(next_obs)  # fast_path builds it: langevin_policy on the critic
         next_q = critic_target(next_obs, next_actions).min(0).values
         td_target = args.reward_scale * rewards + args.gamma * (1.0 - terminated) * next_q
 
@@ -223,13 +250,10 @@ def update_critic(batch, critic, critic_target, optimizer, policy, chain_critic,
     td_loss.sum().backward()
     optimizer.step()
 
-    # POLYAK: targ <- tau * online + (1 - tau) * targ; the chain's bf16 copy (--bf16-chain) takes the new weights
+    # POLYAK: targ <- tau * online + (1 - tau) * targ
     with torch.no_grad():
         for p_targ, p in zip(critic_target.parameters(), critic.parameters()):
             p_targ.lerp_(p, args.tau)
-        if chain_critic is not critic:
-            for p_chain, p in zip(chain_critic.parameters(), critic.parameters()):
-                p_chain.copy_(p)
     return {"td_loss": td_loss.detach().mean(), "q": q.detach().mean()}
 
 
@@ -257,6 +281,27 @@ def bf16_copy(critic: nn.Module) -> nn.Module:
     return chain_critic
 
 
+def fast_path(critic: nn.Module, critic_target: nn.Module, args: Args):
+    """The one place where --compile and --bf16-chain rebind anything. Returns the policy (acting, evaluation) and
+    draw_next_actions(s'), which draws the TD target's a' ~ pi(.|s') on the online critic; with --bf16-chain, on a
+    bfloat16 copy that takes the critic's latest weights before each draw."""
+    policy, chain_critic = langevin_policy, critic
+    if args.bf16_chain:
+        chain_critic = bf16_copy(critic)  # a copy of the plain module, made before it is compiled
+    if args.compile:
+        policy = compile_policy(langevin_policy)
+        for module in (critic, critic_target):  # in place: the update's losses and the target's Q(s', a')
+            module.compile(dynamic=False)
+
+    def draw_next_actions(next_obs: torch.Tensor) -> torch.Tensor:
+        if chain_critic is not critic:
+            for p_chain, p in zip(chain_critic.parameters(), critic.parameters()):
+                p_chain.copy_(p)
+        return policy(chain_critic, next_obs, args)
+
+    return policy, draw_next_actions
+
+
 # EVALUATION
 def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: Args) -> np.ndarray:
     """One episode's return per copy of `eval_envs`, seeded by --eval-seed at every call, as the authors' evaluator."""
@@ -264,10 +309,8 @@ def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: A
         torch.manual_seed(args.eval_seed)
         obs, _ = eval_envs.reset(seed=args.eval_seed)
         returns, finished = np.zeros(eval_envs.num_envs), np.zeros(eval_envs.num_envs, dtype=bool)
-        device = next(critic.parameters()).device
         while not finished.all():
-            actions = policy(critic, torch.as_tensor(obs, dtype=torch.float32, device=device), args)
-            obs, _, _, _, infos = eval_envs.step(actions.cpu().numpy())
+            obs, _, _, _, infos = eval_envs.step(act(policy, critic, obs, args))
             if "episode" in infos.get("final_info", {}):  # a finished copy runs on (autoreset): count its first only
                 first_finish = infos["final_info"]["_episode"] & ~finished
                 returns[first_finish] = infos["final_info"]["episode"]["r"][first_finish]
@@ -287,8 +330,6 @@ def make_critic(args: Args, obs_dim: int, act_dim: int) -> nn.Module:
 
 def train(args: Args, checkpoint: dict | None = None) -> dict:
     """Train, or go on with the run of --resume (main() passes its checkpoint); return a summary of the run."""
-    from torch.utils.tensorboard import SummaryWriter
-
     validate_args(args)
     obs_dim, act_dim = check_env(args.env_id)
     checkpoint = checkpoint or (load_checkpoint(args.resume) if args.resume else None)
@@ -296,150 +337,77 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         check_same_options(args, checkpoint["args"], [k for k in checkpoint["args"] if k not in RESUME_MAY_CHANGE])
     run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
         f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_name = os.path.basename(run_dir)
 
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    device = training_device(args)
-
-    envs = make_vector_env(args.env_id, args.num_envs, args.seed, False, run_name)
-    video_folder = f"{run_name}/eval" + (f"_from_{checkpoint['global_step']}" if checkpoint else "")
+    envs = make_vector_env(args.env_id, args.num_envs, args.seed, False, os.path.basename(run_dir))
+    video_folder = f"{os.path.basename(run_dir)}/eval" + (f"_from_{checkpoint['global_step']}" if checkpoint else "")
     eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, video_folder)
     critic = make_critic(args, obs_dim, act_dim)
     critic_target = make_critic(args, obs_dim, act_dim)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
-    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, training_device(args))
 
-    # As the authors' loop counts: learning_starts uniform-random env steps, then one update per vector step while
-    # learning_step (env steps after the warm-up) <= total_timesteps; their `<=` makes the `+ 1`.
+    # The authors' count: learning_starts random env steps, then an update per vector step while learning_step (env
+    # steps after the warm-up) <= total_timesteps. `<=` makes the `+ 1`: 5,030,005 env steps, 1,000,001 updates.
     warmup_iterations = math.ceil(args.learning_starts / args.num_envs)
     num_iterations = warmup_iterations + args.total_timesteps // args.num_envs + 1
     global_step, learning_step, num_updates, last_eval_step, eval_returns = 0, 0, 0, 0, []
     if checkpoint:
-        load_critic(critic, checkpoint["critic"], args.resume)
-        load_critic(critic_target, checkpoint["critic_target"], args.resume)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        global_step, learning_step, num_updates, last_eval_step, eval_returns = (checkpoint[key] for key in (
-            "global_step", "learning_step", "num_updates", "last_eval_step", "eval_returns"))
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        envs.action_space.np_random.bit_generator.state = checkpoint["rng"]["action_space"]
-        if device.type == "cuda" and checkpoint["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-        if checkpoint["replay_buffer"]:
-            rb.load_state_dict(checkpoint["replay_buffer"])
-
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, save_code=True)
-    # purge_step: TensorBoard drops what a stopped run logged after its checkpoint
-    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(
-        f"|{key}|{value}|" for key, value in vars(args).items()))
-
-    # FAST PATH: the one place where the policy and the critic that draws the TD target's a' are rebound
-    policy, chain_critic = langevin_policy, critic
-    if args.bf16_chain:
-        chain_critic = bf16_copy(critic)  # a copy of the plain module, made before it is compiled
-    if args.compile:
-        policy = compile_policy(langevin_policy)
-        for module in (critic, critic_target):  # in place: the TD and smoothing steps and the target's Q(s', a')
-            module.compile(dynamic=False)
-
-    checkpoint_path = f"{run_dir}/checkpoint.pt"
+        global_step, learning_step, num_updates, last_eval_step, eval_returns = restore_run(
+            checkpoint, args.resume, critic, critic_target, optimizer, rb, envs)
+    writer = open_writer(args, run_dir, checkpoint)
+    policy, draw_next_actions = fast_path(critic, critic_target, args)
     summary = {"run_dir": run_dir, "eval_returns": eval_returns, "checkpoint": None, "exit_code": 0}
 
-    def save(path=checkpoint_path):
-        if not args.save_model:
-            return
-        if path == checkpoint_path and not all(p.isfinite().all() for p in critic.parameters()):
-            path = f"{run_dir}/checkpoint_nonfinite.pt"  # a non-finite critic never replaces the last good checkpoint
-            print(f"warning: non-finite critic: saving it to {path}, not over {checkpoint_path}", file=sys.stderr)
-        save_checkpoint(path, {
-            "algorithm": "lql", "args": dataclasses.asdict(args), "critic": critic.state_dict(),
-            "critic_target": critic_target.state_dict(), "optimizer": optimizer.state_dict(),
-            "global_step": global_step, "learning_step": learning_step, "num_updates": num_updates,
-            "last_eval_step": last_eval_step, "eval_returns": eval_returns,
-            "rng": {"torch": torch.get_rng_state(), "action_space": envs.action_space.np_random.bit_generator.state,
-                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None},
-            "replay_buffer": rb.state_dict() if args.save_buffer else None})
-        if path == checkpoint_path:
-            summary["checkpoint"] = path
+    def save(path=f"{run_dir}/checkpoint.pt"):  # at each evaluation, at the end, and when the run stops
+        if args.save_model:
+            counters = {"global_step": global_step, "learning_step": learning_step, "num_updates": num_updates,
+                        "last_eval_step": last_eval_step, "eval_returns": eval_returns}
+            path = save_checkpoint(path, run_state(args, critic, critic_target, optimizer, rb, envs, counters))
+            if os.path.basename(path) == "checkpoint.pt":  # not a non-finite critic, saved beside it
+                summary["checkpoint"] = path
 
-    def finite(metrics: dict) -> dict:  # .item() syncs the GPU: every 100 updates, and before a checkpoint
-        values = {key: value.item() for key, value in metrics.items()}
-        if not all(math.isfinite(v) for v in values.values()):
-            raise FloatingPointError(f"non-finite loss at step {global_step:,} ({values})")
-        return values
-
-    # Ctrl-C or `kill` (SIGTERM) stops the run once the vector step under way is done, so that a checkpoint never
-    # holds half an update; a second one stops at once, even mid-update. Either way the run saves what it has.
-    stop_requested = []
-
-    def request_stop(signum, frame):
-        if stop_requested:
-            raise KeyboardInterrupt
-        stop_requested.append(signum)
-
-    previous_handlers = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-    # A resumed run starts fresh episodes (simulator states are not saved). Without its replay buffer it first collects
-    # as many transitions with the policy as it had made in its warm-up, without updates and without counting them.
+    # A resumed run starts fresh episodes; without its replay buffer it first refills it (refill_buffer: why, how).
     start_iteration = global_step // args.num_envs
-    refill_iterations = min(start_iteration, warmup_iterations) \
-        if checkpoint and rb.size == 0 and start_iteration < num_iterations else 0
+    refill_iterations = min(start_iteration, warmup_iterations) if rb.size == 0 and start_iteration < num_iterations \
+        else 0
     if checkpoint:
-        status = f"resumed {args.resume} at env step {global_step:,} ({num_updates:,} updates)"
-        if refill_iterations:
-            status += (f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with "
-                       f"the policy first")
-        if start_iteration >= num_iterations:
-            status += f"; it has reached --total-timesteps {args.total_timesteps:,}: give a larger one to go on"
-        print(status, flush=True)
-    recent_returns, start_time, start_step = [], time.time(), global_step
-    last_log_time, last_log_step = start_time, global_step
+        print(resume_status(args, global_step, num_updates, refill_iterations, start_iteration >= num_iterations),
+              flush=True)
+    previous_handlers = defer_stop_signals(stop_requested := [])  # Ctrl-C, kill: stop after this vector step
     obs, _ = envs.reset(seed=args.seed + global_step)
-    metrics = {}
     try:
-        for iteration in range(start_iteration - refill_iterations, num_iterations):
-            refill = iteration < start_iteration
-            warmup = iteration < warmup_iterations and not refill
+        if refill_iterations:
+            obs = refill_buffer(envs, obs, rb, policy, critic, refill_iterations, stop_requested, args)
+        recent_returns, metrics, start_time, start_step = [], {}, time.time(), global_step
+        last_log_time, last_log_step = start_time, global_step
+        for iteration in range(start_iteration, num_iterations):
             # SELECT ACTION: uniform random during the warm-up, then the Langevin policy
-            if warmup:
-                actions = envs.action_space.sample()
-            else:
-                with torch.no_grad():
-                    actions = policy(critic, torch.as_tensor(obs, dtype=torch.float32, device=device), args)
-                actions = actions.cpu().numpy()
+            warmup = iteration < warmup_iterations
+            actions = envs.action_space.sample() if warmup else act(policy, critic, obs, args)
 
             # STEP ENV
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
-            global_step += 0 if refill else args.num_envs
-            if "episode" in infos.get("final_info", {}) and not refill:
-                for i in np.flatnonzero(infos["final_info"]["_episode"]):
-                    episode = infos["final_info"]["episode"]
-                    recent_returns.append(float(episode["r"][i]))
-                    writer.add_scalar("charts/episodic_return", episode["r"][i], global_step)
-                    writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
+            global_step += args.num_envs
+            recent_returns += log_episodes(writer, infos, global_step)
 
             # STORE: only `terminations` stops bootstrapping; a truncated transition keeps its real final obs
             rb.add(obs, real_next_obs(next_obs, infos), actions, rewards, terminations)
             obs = next_obs
 
             # UPDATE: one per vector step once the warm-up is done
-            if not warmup and not refill:
+            if not warmup:
                 learning_step += args.num_envs
-                metrics = update_critic(rb.sample(args.batch_size), critic, critic_target, optimizer, policy,
-                                        chain_critic, args)
+                metrics = update_critic(rb.sample(args.batch_size), critic, critic_target, optimizer,
+                                        draw_next_actions, args)
                 num_updates += 1
                 if num_updates % 100 == 1:
-                    for key, value in finite(metrics).items():
-                        writer.add_scalar(f"values/{key}" if key == "q" else f"losses/{key}", value, global_step)
-                    writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)),
-                                      global_step)
+                    sps = (global_step - start_step) / (time.time() - start_time)
+                    log_metrics(writer, check_finite(metrics, global_step) | {"SPS": int(sps)}, global_step)
 
             if stop_requested:  # STOP after the update, before a due evaluation (which the resumed run makes)
                 raise KeyboardInterrupt
@@ -447,7 +415,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             # reaching total_timesteps if the schedule has no evaluation there
             if (learning_step - last_eval_step >= args.eval_frequency
                     or last_eval_step < args.total_timesteps <= learning_step):
-                finite(metrics)  # a run whose losses went non-finite stops here (exit 1), before it evaluates
+                check_finite(metrics, global_step)  # a run whose losses went non-finite stops here, before it evaluates
                 returns = evaluate(eval_envs, policy, critic, args)
                 last_eval_step = learning_step  # only once it has run: a stop during it repeats it on resume
                 eval_returns.append((global_step, float(returns.mean())))
@@ -456,16 +424,13 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                       f"over {len(returns)} episodes, after {num_updates:,} updates", flush=True)
                 save()
 
-            # PROGRESS LINE
+            # LOG PROGRESS
             if (now := time.time()) - last_log_time >= args.log_interval_s:
                 sps = (global_step - last_log_step) / (now - last_log_time)
-                eta_s = (num_iterations * args.num_envs - global_step) / sps if sps > 0 else 0.0
-                eta = "refilling" if refill else f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"
-                last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
-                print(f"step {global_step:>9,}/{num_iterations * args.num_envs:,} | SPS {sps:6.1f} | updates "
-                      f"{num_updates:,} | return (last 10) {last_return} | ETA {eta}", flush=True)
+                print(progress_line(global_step, num_iterations * args.num_envs, sps, num_updates, recent_returns),
+                      flush=True)
                 last_log_time, last_log_step = now, global_step
-        finite(metrics)
+        check_finite(metrics, global_step)
         save()
     except KeyboardInterrupt:
         save()
@@ -478,15 +443,15 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
               file=sys.stderr)
         summary["exit_code"] = 1
     finally:
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
+        restore_signal_handlers(previous_handlers)
         envs.close()
         eval_envs.close()
         writer.close()
     return summary | {"num_updates": num_updates, "global_step": global_step}
 
 
-# CHECKS AND CHECKPOINTS (what train() above calls to refuse bad input, and to save and load a run)
+# CHECKS AND CHECKPOINTS: what train() above calls to refuse bad input, save and resume a run, and log it. The method
+# ends above this line: a fork that changes the method need not read below it.
 class UsageError(ValueError):
     """Bad input from the user: reported as one line on stderr, exit code 2, nothing written."""
 
@@ -505,6 +470,9 @@ def validate_args(args: Args) -> None:
     bf16_matmul = not args.bf16_chain or ((torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
                                           if on_cpu else torch.cuda.is_bf16_supported())
     checks += [
+        (not args.annealed_step_sizes or args.langevin_steps % 10 == 0,
+         f"--annealed-step-sizes runs NC-LQL's 10 levels: --langevin-steps must be a multiple of 10, got "
+         f"{args.langevin_steps}"),
         (args.w > 0, f"--w must be positive (the policy is exp(w Q): w <= 0 ignores or minimises Q), got {args.w}"),
         (args.batch_size <= args.buffer_size,
          f"--batch-size ({args.batch_size}) exceeds --buffer-size ({args.buffer_size})"),
@@ -548,11 +516,6 @@ RESUME_MAY_CHANGE = ("resume", "eval_checkpoint", "total_timesteps", "eval_frequ
 NETWORK_OPTIONS = ("env_id",)
 
 
-def save_checkpoint(path: str, state: dict) -> None:
-    torch.save(state, f"{path}.tmp")
-    os.replace(f"{path}.tmp", path)  # a kill during the save never truncates the last good checkpoint
-
-
 def load_checkpoint(path: str) -> dict:
     """Read a checkpoint of this script, or raise a UsageError that says what is wrong with the file."""
     if not os.path.isfile(path):
@@ -566,8 +529,12 @@ def load_checkpoint(path: str) -> dict:
         found = checkpoint.get("algorithm", "no algorithm named") if isinstance(checkpoint, dict) else "no dict"
         raise UsageError(f"{path} is not a checkpoint of {os.path.basename(__file__)} (it holds {found})")
     checkpoint["args"].pop("torch_deterministic", None)  # an option of older versions, which had no effect
-    if set(checkpoint["args"]) != {field.name for field in dataclasses.fields(Args)}:
-        raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (other options)")
+    unknown = set(checkpoint["args"]) - {field.name for field in dataclasses.fields(Args)}
+    if unknown:
+        raise UsageError(f"{path} was written by another version of {os.path.basename(__file__)} (options "
+                         f"{', '.join(sorted(unknown))})")
+    # An option added since the checkpoint was written takes its default, which is the behaviour it was written with
+    checkpoint["args"] = dataclasses.asdict(Args()) | checkpoint["args"]
     return checkpoint
 
 
@@ -584,6 +551,141 @@ def check_same_options(args: Args, saved: dict, names) -> None:
         if getattr(args, name) != saved[name]:
             raise UsageError(f"--{name.replace('_', '-')} is {getattr(args, name)} here but {saved[name]} in the "
                              f"checkpoint; it cannot change: drop it or start a new run")
+
+
+def run_state(args: Args, critic: nn.Module, critic_target: nn.Module, optimizer, rb: ReplayBuffer, envs,
+              counters: dict) -> dict:
+    """What a checkpoint holds: the networks, Adam, the options, the counters, the random states and, with
+    --save-buffer, the replay buffer."""
+    on_cuda = next(critic.parameters()).device.type == "cuda"
+    return {"algorithm": "lql", "args": dataclasses.asdict(args), "critic": critic.state_dict(),
+            "critic_target": critic_target.state_dict(), "optimizer": optimizer.state_dict(), **counters,
+            "rng": {"torch": torch.get_rng_state(), "action_space": envs.action_space.np_random.bit_generator.state,
+                    "cuda": torch.cuda.get_rng_state_all() if on_cuda else None},
+            "replay_buffer": rb.state_dict() if args.save_buffer else None}
+
+
+def restore_run(checkpoint: dict, path: str, critic: nn.Module, critic_target: nn.Module, optimizer,
+                rb: ReplayBuffer, envs) -> tuple:
+    """Put a checkpoint's state back (run_state's inverse); return its counters."""
+    load_critic(critic, checkpoint["critic"], path)
+    load_critic(critic_target, checkpoint["critic_target"], path)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    envs.action_space.np_random.bit_generator.state = checkpoint["rng"]["action_space"]
+    if next(critic.parameters()).device.type == "cuda" and checkpoint["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    if checkpoint["replay_buffer"]:
+        rb.load_state_dict(checkpoint["replay_buffer"])
+    return tuple(checkpoint[key] for key in ("global_step", "learning_step", "num_updates", "last_eval_step",
+                                             "eval_returns"))
+
+
+def save_checkpoint(path: str, state: dict) -> str:
+    """Write a checkpoint atomically and return its path. A non-finite critic never replaces the last good
+    checkpoint.pt: it is written beside it, to checkpoint_nonfinite.pt."""
+    if os.path.basename(path) == "checkpoint.pt" and not all(v.isfinite().all() for v in state["critic"].values()):
+        path = os.path.join(os.path.dirname(path), "checkpoint_nonfinite.pt")
+        print(f"warning: non-finite critic: saving it to {path}, not over checkpoint.pt", file=sys.stderr)
+    torch.save(state, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)  # a kill during the save never truncates the last good checkpoint
+    return path
+
+
+def refill_buffer(envs, obs: np.ndarray, rb: ReplayBuffer, policy, critic: nn.Module, num_iterations: int,
+                  stop_requested: list, args: Args) -> np.ndarray:
+    """A run resumed without its replay buffer first collects as many transitions as its warm-up made, with the policy
+    (its critic is trained), without updates and without counting them; then it learns from a full buffer again."""
+    last_log_time = time.time()
+    for _ in range(num_iterations):
+        actions = act(policy, critic, obs, args)
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        rb.add(obs, real_next_obs(next_obs, infos), actions, rewards, terminations)
+        obs = next_obs
+        if stop_requested:
+            raise KeyboardInterrupt
+        if time.time() - last_log_time >= args.log_interval_s:
+            print(f"refilling the replay buffer: {rb.size:,} of {num_iterations * args.num_envs:,} transitions",
+                  flush=True)
+            last_log_time = time.time()
+    return obs
+
+
+def defer_stop_signals(stop_requested: list) -> dict:
+    """Ctrl-C or `kill` (SIGTERM) appends to stop_requested, and train() stops once the vector step under way is done,
+    so that a checkpoint never holds half an update; a second one stops at once, even mid-update. Either way the run
+    saves what it has. Returns the handlers that were in place."""
+    def request_stop(signum, frame):
+        if stop_requested:
+            raise KeyboardInterrupt
+        stop_requested.append(signum)
+
+    return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_signal_handlers(handlers: dict) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+def check_finite(metrics: dict, global_step: int) -> dict:
+    """The metrics as floats (.item() syncs a GPU: every 100 updates, and before a checkpoint); a non-finite one
+    raises FloatingPointError, which stops the run."""
+    values = {key: value.item() for key, value in metrics.items()}
+    if not all(math.isfinite(v) for v in values.values()):
+        raise FloatingPointError(f"non-finite loss at step {global_step:,} ({values})")
+    return values
+
+
+def open_writer(args: Args, run_dir: str, checkpoint: dict | None):
+    """TensorBoard in run_dir (and Weights and Biases with --track), with the options as a table."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=os.path.basename(run_dir), save_code=True)
+    # purge_step: TensorBoard drops what a stopped run logged after its checkpoint
+    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(
+        f"|{key}|{value}|" for key, value in vars(args).items()))
+    return writer
+
+
+def log_episodes(writer, infos: dict, global_step: int) -> list[float]:
+    """Log the episodes that ended at this vector step; return their returns."""
+    returns = []
+    if "episode" in infos.get("final_info", {}):
+        episode = infos["final_info"]["episode"]
+        for i in np.flatnonzero(infos["final_info"]["_episode"]):
+            returns.append(float(episode["r"][i]))
+            writer.add_scalar("charts/episodic_return", episode["r"][i], global_step)
+            writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
+    return returns
+
+
+def log_metrics(writer, values: dict, global_step: int) -> None:
+    for key, value in values.items():
+        writer.add_scalar({"q": "values/q", "SPS": "charts/SPS"}.get(key, f"losses/{key}"), value, global_step)
+
+
+def progress_line(global_step: int, total_steps: int, sps: float, num_updates: int, recent_returns: list) -> str:
+    eta_s = (total_steps - global_step) / sps if sps > 0 else 0.0
+    eta = f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"
+    last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
+    return (f"step {global_step:>9,}/{total_steps:,} | SPS {sps:6.1f} | updates {num_updates:,} | return (last 10) "
+            f"{last_return} | ETA {eta}")
+
+
+def resume_status(args: Args, global_step: int, num_updates: int, refill_iterations: int, finished: bool) -> str:
+    status = f"resumed {args.resume} at env step {global_step:,} ({num_updates:,} updates)"
+    if refill_iterations:
+        status += (f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with the "
+                   f"policy first")
+    if finished:
+        status += f"; it has reached --total-timesteps {args.total_timesteps:,}: give a larger one to go on"
+    return status
 
 
 # COMMAND LINE

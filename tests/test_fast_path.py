@@ -48,35 +48,34 @@ def test_fast_path_mish_matches_torch_mish_in_value_and_gradient(script):
     assert grad_error < 1e-5, f"absolute error of mish'(x) up to {grad_error:.2e}"
 
 
-def test_bf16_chain_draws_only_the_td_targets_a_prime_on_a_bf16_copy_that_follows_the_critic(script):
-    args = script.Args(learning_rate=1e-3)  # Adam steps of ~1e-3: large enough to change bf16 weights each update
+def test_bf16_chain_draws_only_the_td_targets_a_prime_on_a_bf16_copy_that_follows_the_critic(script, monkeypatch):
+    args = script.Args(learning_rate=1e-3, bf16_chain=True)  # Adam steps of ~1e-3: they change bf16 weights
     critic, critic_target, optimizer, batch = update_parts(script, args)
-    chain_critic = script.bf16_copy(critic)
-    calls = []
+    calls, real_policy = [], script.langevin_policy
 
     def spy_policy(chain, obs, args):
         calls.append((chain, [p.clone() for p in chain.parameters()]))
-        actions = script.langevin_policy(chain, obs, args)
+        actions = real_policy(chain, obs, args)
         assert actions.dtype == torch.float32, f"the chain's actions are {actions.dtype}, not float32"
         return actions
 
+    monkeypatch.setattr(script, "langevin_policy", spy_policy)
+    policy, draw_next_actions = script.fast_path(critic, critic_target, args)
+    assert policy is spy_policy, "the acting policy must be langevin_policy itself (on the float32 critic)"
     for update in range(3):
         before = [p.detach().to(torch.bfloat16) for p in critic.parameters()]
-        metrics = script.update_critic(batch, critic, critic_target, optimizer, policy=spy_policy,
-                                       chain_critic=chain_critic, args=args)
+        metrics = script.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
         assert len(calls) == update + 1, f"{len(calls)} chains drawn in {update + 1} updates: one per update, for a'"
         chain, params_seen = calls[-1]
-        assert chain is chain_critic, f"update {update}: a' was drawn on {type(chain).__name__}, not the bf16 copy"
+        assert chain is calls[0][0] and chain is not critic, f"update {update}: a' was not drawn on the one bf16 copy"
         stale = sum(not torch.equal(p_seen, p) for p_seen, p in zip(params_seen, before))
         assert stale == 0, f"update {update}: {stale} of the chain's tensors were not bf16(critic before the update)"
-        behind = sum(not torch.equal(p_chain, p.to(torch.bfloat16))
-                     for p_chain, p in zip(chain_critic.parameters(), critic.parameters()))
-        assert behind == 0, f"update {update}: {behind} tensors of the bf16 copy did not follow the critic"
-        moved = sum(not torch.equal(p_chain, p_before) for p_chain, p_before in zip(chain_critic.parameters(), before))
-        assert moved > 0, f"update {update}: the bf16 copy did not change, so 'it follows' proved nothing"
         assert all(torch.isfinite(value) for value in metrics.values()), metrics
+    moved = sum(not torch.equal(p_first, p_last) for p_first, p_last in zip(calls[0][1], calls[-1][1]))
+    assert moved > 0, "the bf16 copy did not change between updates, so 'it follows the critic' proved nothing"
     dtypes = {p.dtype for p in [*critic.parameters(), *critic_target.parameters()]}
     assert dtypes == {torch.float32}, f"the critic and its target hold {dtypes}"
+    chain_critic = calls[0][0]
     chain_dtypes = {(p.dtype, p.requires_grad) for p in chain_critic.parameters()}
     assert chain_dtypes == {(torch.bfloat16, False)}, f"the copy's weights are (dtype, requires_grad) {chain_dtypes}"
     buffer_dtypes = {b.dtype for b in chain_critic.buffers()}  # NC-LQL's sigmas; LQL's critic has none
@@ -85,24 +84,47 @@ def test_bf16_chain_draws_only_the_td_targets_a_prime_on_a_bf16_copy_that_follow
     assert adam_dtypes == {torch.float32}, f"Adam's moments are {adam_dtypes}"
 
 
+def record_chains(script, monkeypatch, compile_):
+    """Spy on the policy that train() builds (compiled or not): for each chain drawn inside update_critic (the TD
+    target's a'), record the critic it ran on; `acting` gets the critics of the other chains (acting, evaluation)."""
+    chains, acting, in_update = [], [], []
+    real_update, real_compile = script.update_critic, script.compile_policy
+
+    def spy_update(*args):
+        in_update.append(True)
+        try:
+            return real_update(*args)
+        finally:
+            in_update.pop()
+
+    def recorded(policy):
+        def policy_on_record(critic, obs, args):
+            (chains if in_update else acting).append(critic)
+            return policy(critic, obs, args)
+        return policy_on_record
+
+    monkeypatch.setattr(script, "update_critic", spy_update)
+    if compile_:
+        monkeypatch.setattr(script, "compile_policy", lambda policy: recorded(real_compile(policy)))
+    else:
+        monkeypatch.setattr(script, "langevin_policy", recorded(script.langevin_policy))
+    return chains, acting
+
+
 @pytest.mark.parametrize("compile_", [False, True], ids=["eager", "compile"])
 def test_a_run_with_bf16_chain_trains_its_float32_critic_drawing_a_prime_on_a_bf16_copy(
         script, short_chain, compile_, tmp_path, monkeypatch):
     skip_without_bf16_matmul()
     monkeypatch.chdir(tmp_path)
-    chains = []
-    real_update = script.update_critic
-
-    def spy_update(batch, critic, critic_target, optimizer, policy, chain_critic, args):
-        chains.append((chain_critic is critic, {p.dtype for p in chain_critic.parameters()}))
-        return real_update(batch, critic, critic_target, optimizer, policy, chain_critic, args)
-
-    monkeypatch.setattr(script, "update_critic", spy_update)
+    chains, acting = record_chains(script, monkeypatch, compile_)
     summary = script.train(small_args(script, short_chain, compile=compile_, bf16_chain=True,
                                       exp_name=f"bf16_{compile_}"))
     assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
     assert summary["num_updates"] == NUM_UPDATES, f"{summary['num_updates']} updates"
-    assert chains == [(False, {torch.bfloat16})] * NUM_UPDATES, f"chain critics seen by the updates: {chains}"
+    chain_dtypes = [{p.dtype for p in chain.parameters()} for chain in chains]
+    assert chain_dtypes == [{torch.bfloat16}] * NUM_UPDATES, f"dtypes of the chains the updates drew: {chain_dtypes}"
+    acting_dtypes = {p.dtype for critic in acting for p in critic.parameters()}
+    assert acting_dtypes == {torch.float32}, f"acting and evaluation ran on critics of {acting_dtypes}"
     saved = torch.load(summary["checkpoint"], weights_only=True)
     not_fp32 = {name: value.dtype for name, value in saved["critic"].items() if value.dtype != torch.float32}
     assert not not_fp32, f"the saved critic holds non-float32 tensors: {not_fp32}"
@@ -112,14 +134,9 @@ def test_a_run_with_bf16_chain_trains_its_float32_critic_drawing_a_prime_on_a_bf
 
 def test_a_run_without_bf16_chain_draws_a_prime_on_the_critic_itself(script, short_chain, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    chains = []
-    real_update = script.update_critic
-
-    def spy_update(batch, critic, critic_target, optimizer, policy, chain_critic, args):
-        chains.append(chain_critic is critic)
-        return real_update(batch, critic, critic_target, optimizer, policy, chain_critic, args)
-
-    monkeypatch.setattr(script, "update_critic", spy_update)
+    chains, acting = record_chains(script, monkeypatch, compile_=False)
     summary = script.train(small_args(script, short_chain, save_model=False))
     assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
-    assert chains == [True] * NUM_UPDATES, f"chain critic is the critic, per update: {chains}"
+    assert len(chains) == NUM_UPDATES, f"{len(chains)} chains drawn by {NUM_UPDATES} updates"
+    critics = {id(critic) for critic in chains + acting}
+    assert len(critics) == 1, f"a' and the actions were drawn on {len(critics)} different critics, not the one critic"

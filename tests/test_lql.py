@@ -34,7 +34,7 @@ def test_at_the_default_step_the_chain_refines_locally():
     travel = args.langevin_steps * 0.5 * args.step_lr * args.w
     assert travel == pytest.approx(0.5), f"the default chain travels {travel}, not 0.5"
     actions = lql.langevin_sample(lambda a: -((a - target) ** 2).sum(-1), batch_size=n, act_dim=ACT_DIM,
-                                  num_steps=args.langevin_steps, step_size=args.step_lr, w=args.w)
+                                  step_sizes=lql.langevin_step_sizes(args), w=args.w)
     final = (actions - target).norm(dim=-1)
     start = (torch.rand(n, ACT_DIM) * 2 - 1 - target).norm(dim=-1)  # an independent draw of the uniform start
     predicted = (start - travel).clamp(min=0)  # noise (sd 0.01 per step) and the rattle add about 0.02
@@ -57,8 +57,7 @@ def test_an_update_is_one_adam_step_on_the_td_loss_then_polyak():
     batch = (obs, actions, rewards, next_obs, torch.zeros(64))
 
     torch.manual_seed(3)
-    lql.update_critic(batch, critic, critic_target, optimizer, policy=lql.langevin_policy, chain_critic=critic,
-                      args=args)
+    lql.update_critic(batch, critic, critic_target, optimizer, lql.fast_path(critic, critic_target, args)[1], args)
 
     torch.manual_seed(3)
     next_actions = lql.langevin_policy(replay_critic, next_obs, args)
@@ -77,3 +76,48 @@ def test_an_update_is_one_adam_step_on_the_td_loss_then_polyak():
     assert online_gap < 1e-6 and target_gap < 1e-6, \
         f"weights after the update are up to {online_gap:.2e} (online) and {target_gap:.2e} (target) from the " \
         f"replayed TD step + Polyak (the Adam step moved them up to {moved:.2e})"
+
+
+def test_annealed_step_sizes_are_nclqls_step_sizes_on_the_plain_critic(monkeypatch):
+    """--annealed-step-sizes, the ablation "annealed steps without noise conditioning": LQL's 20 steps take NC-LQL's
+    step sizes at NC-LQL's defaults (2 per level, alpha_l = 1e-4 (sigma_l / 0.001)^2, 1.0 down to 1e-4) and run them on
+    the plain critic. Off, every step is --step-lr."""
+    import nclql_continuous_action as nclql
+
+    off, on = lql.langevin_step_sizes(lql.Args()), lql.langevin_step_sizes(lql.Args(annealed_step_sizes=True))
+    assert off == [1e-4] * 20, f"without the option the steps are {off}"
+    ratio = (0.001 / 0.1) ** (2 / 9)  # alpha_{l+1} / alpha_l: sigma's geometric ratio, squared
+    expected = [1e-4 * ratio ** (level - 9) for level in range(10) for _ in range(2)]
+    assert on == pytest.approx(expected, rel=1e-6), f"annealed step sizes {on}"
+
+    # The same chain as NC-LQL's on a critic that ignores the level: same start, steps and noise.
+    target = torch.tensor([0.3, -0.5, 0.1])
+
+    def q_fn(a, level=None):
+        return -((a - target) ** 2).sum(-1)
+
+    defaults = nclql.Args()
+    sigmas = nclql.sigma_schedule(defaults.sigma_max, defaults.sigma_min, defaults.num_levels)
+    torch.manual_seed(0)
+    theirs = nclql.annealed_langevin_sample(q_fn, 4096, ACT_DIM, sigmas, defaults.steps_per_level, defaults.step_lr,
+                                            defaults.w)
+    torch.manual_seed(0)
+    ours = lql.langevin_sample(q_fn, 4096, ACT_DIM, on, w=500.0)
+    gap = (ours - theirs).abs().max().item()  # float64 against float32 products of the same alpha: rounding only
+    assert gap < 1e-5, f"LQL's annealed chain is up to {gap:.2e} from NC-LQL's chain on the same Q"
+    torch.manual_seed(0)
+    plain = lql.langevin_sample(q_fn, 4096, ACT_DIM, off, w=500.0)
+    assert (plain - theirs).abs().max().item() > 0.1, "the default chain should not be NC-LQL's"
+
+    # langevin_policy (acting, evaluation, a') runs the chain on these step sizes.
+    seen = []
+    real_sample = lql.langevin_sample
+    monkeypatch.setattr(lql, "langevin_sample", lambda *a, **k: seen.append(a[3]) or real_sample(*a, **k))
+    args, critic, *_ = make_parts(lql, annealed_step_sizes=True)
+    lql.langevin_policy(critic, torch.randn(3, OBS_DIM), args)
+    assert seen == [on], f"langevin_policy ran the chain with step sizes {seen}"
+
+
+def test_annealed_step_sizes_need_a_multiple_of_ten_steps():
+    with pytest.raises(lql.UsageError, match="multiple of 10"):
+        lql.validate_args(lql.Args(annealed_step_sizes=True, langevin_steps=6))

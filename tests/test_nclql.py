@@ -91,8 +91,8 @@ def test_smoothing_step_regresses_noisy_levels_onto_the_clean_q_from_before_the_
     sigmas = critic.sigmas
 
     torch.manual_seed(3)
-    metrics = nclql.update_critic(batch, critic, critic_target, optimizer, policy=nclql.langevin_policy,
-                                  chain_critic=critic, args=args)
+    draw_next_actions = nclql.fast_path(critic, critic_target, args)[1]  # langevin_policy on the critic
+    metrics = nclql.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
 
     torch.manual_seed(3)
     next_actions = nclql.langevin_policy(replay_critic, next_obs, args)

@@ -35,8 +35,8 @@ def nclql_chain(q_fn, batch_size, args):
 
 def lql_chain(q_fn, batch_size, args):
     """LQL's plain chain at `args`' settings on q_fn(actions) (no levels)."""
-    return lql.langevin_sample(q_fn, batch_size=batch_size, act_dim=ACT_DIM, num_steps=args.langevin_steps,
-                               step_size=args.step_lr, w=args.w, grad_norm=args.q_grad_norm)
+    return lql.langevin_sample(q_fn, batch_size=batch_size, act_dim=ACT_DIM, step_sizes=lql.langevin_step_sizes(args),
+                               w=args.w, grad_norm=args.q_grad_norm)
 
 
 CHAIN = {nclql.__name__: nclql_chain, lql.__name__: lql_chain}
@@ -158,14 +158,16 @@ class SpyPolicy:
         return actions
 
 
-def update(script, batch, critic, critic_target, optimizer, args, policy=None):
-    """One update_critic as train() makes it on the float32 path: a' drawn by the policy on the online critic."""
-    return script.update_critic(batch, critic, critic_target, optimizer, policy=policy or script.langevin_policy,
-                                chain_critic=critic, args=args)
+def update(script, batch, critic, critic_target, optimizer, args):
+    """One update_critic as train() makes it on the float32 path (fast_path's draw_next_actions; a test that spies on
+    the policy patches script.langevin_policy first)."""
+    draw_next_actions = script.fast_path(critic, critic_target, args)[1]
+    return script.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
 
 
 @pytest.mark.parametrize("terminated", [0.0, 1.0], ids=["bootstraps", "terminated"])
-def test_td_target_is_the_scaled_reward_plus_discounted_min_target_q_unless_terminated(script, terminated):
+def test_td_target_is_the_scaled_reward_plus_discounted_min_target_q_unless_terminated(script, terminated,
+                                                                                        monkeypatch):
     """y = 0.2 r + 0.99 (1 - terminated) min_i Q_i_targ(s', a'); the TD loss is the critics' mean (Q_i(s, a) - y)^2."""
     args, critic, critic_target, optimizer = make_parts(script)
     nudge(critic_target)
@@ -174,7 +176,8 @@ def test_td_target_is_the_scaled_reward_plus_discounted_min_target_q_unless_term
     with torch.no_grad():
         q = critic(obs, actions)
     spy = SpyPolicy(script)
-    metrics = update(script, batch, critic, critic_target, optimizer, args, policy=spy)
+    monkeypatch.setattr(script, "langevin_policy", spy)
+    metrics = update(script, batch, critic, critic_target, optimizer, args)
     (_, _, next_actions), = spy.calls
     with torch.no_grad():
         next_q = target_before(next_obs, next_actions).min(0).values
@@ -186,7 +189,7 @@ def test_td_target_is_the_scaled_reward_plus_discounted_min_target_q_unless_term
         f"{other:.6f})"
 
 
-def test_td_targets_next_action_is_drawn_on_the_online_critic_and_valued_by_the_target_critic(script):
+def test_td_targets_next_action_is_drawn_on_the_online_critic_and_valued_by_the_target_critic(script, monkeypatch):
     args, critic, critic_target, optimizer = make_parts(script)
     nudge(critic_target)
     obs, actions, rewards, next_obs, done = batch = make_batch()
@@ -194,8 +197,9 @@ def test_td_targets_next_action_is_drawn_on_the_online_critic_and_valued_by_the_
     with torch.no_grad():
         q = critic(obs, actions)
     spy = SpyPolicy(script)
+    monkeypatch.setattr(script, "langevin_policy", spy)
     torch.manual_seed(7)
-    metrics = update(script, batch, critic, critic_target, optimizer, args, policy=spy)
+    metrics = update(script, batch, critic, critic_target, optimizer, args)
     assert len(spy.calls) == 1, f"the update called the policy {len(spy.calls)} times, expected once (for a')"
     chain_critic, states, _ = spy.calls[0]
     assert chain_critic is critic and torch.equal(states, next_obs), "a' must be drawn on the online critic at s'"

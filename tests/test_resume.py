@@ -69,13 +69,13 @@ def test_a_run_stopped_by_sigterm_resumes_where_it_stopped(script, tmp_path, mon
         first_action.setdefault("rng", torch.get_rng_state())
         return real_policy(critic, obs, args)
 
-    def spy_update(batch, critic, critic_target, optimizer, policy, chain_critic, args):
+    def spy_update(batch, critic, critic_target, optimizer, draw_next_actions, args):
         if not first_update:
             first_update["critic"] = {k: v.clone() for k, v in critic.state_dict().items()}
             first_update["critic_target"] = {k: v.clone() for k, v in critic_target.state_dict().items()}
             adam_states = optimizer.state_dict()["state"].values()
             first_update["adam"] = [{k: v.clone() for k, v in state.items()} for state in adam_states]
-        return real_update(batch, critic, critic_target, optimizer, policy, chain_critic, args)
+        return real_update(batch, critic, critic_target, optimizer, draw_next_actions, args)
 
     monkeypatch.setattr(script, "update_critic", spy_update)
     monkeypatch.setattr(script, "langevin_policy", spy_policy)
@@ -132,9 +132,9 @@ def test_resuming_without_the_buffer_refills_it_with_the_policy_before_updating(
         calls.append("policy")
         return real_policy(critic, obs, args)
 
-    def spy_update(batch, critic, critic_target, optimizer, policy, chain_critic, args):
+    def spy_update(*args):
         calls.append("update")
-        return real_update(batch, critic, critic_target, optimizer, policy, chain_critic, args)
+        return real_update(*args)
 
     monkeypatch.setattr(script, "langevin_policy", spy_policy)
     monkeypatch.setattr(script, "update_critic", spy_update)
@@ -144,8 +144,10 @@ def test_resuming_without_the_buffer_refills_it_with_the_policy_before_updating(
     resumed = script.train(args)
     out = capsys.readouterr().out
     assert "no replay buffer saved: refilling 20 transitions with the policy" in out, out
-    progress = [line for line in out.splitlines() if line.startswith("step ")]
-    assert "ETA refilling" in progress[0] and "ETA refilling" not in progress[-1], progress  # not "ETA 0:00:00"
+    lines = out.splitlines()
+    refilling = [i for i, line in enumerate(lines) if line.startswith("refilling the replay buffer: ")]
+    learning = [i for i, line in enumerate(lines) if line.startswith("step ")]
+    assert refilling and learning and max(refilling) < min(learning), f"refill lines, then progress lines: {lines}"
     # The refill's 10 vector steps act with the policy (not uniform-random actions), then the first learning step
     # acts with it and updates.
     first_update = calls.index("update") if "update" in calls else None
@@ -260,6 +262,28 @@ def test_a_bf16_chain_run_resumes_without_it_on_a_cpu_without_bf16_matmul(script
     assert script.main(["--resume", path, "--total-timesteps", "60", "--no-bf16-chain"]) == 0
     resumed = torch.load(path, weights_only=True)
     assert resumed["learning_step"] > 60 and resumed["args"]["bf16_chain"] is False, resumed["args"]
+
+
+def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(script, tmp_path, monkeypatch, capsys):
+    """Options are added with a default that keeps the old behaviour, so a run started by an older version (one saved
+    without the newest option) resumes with that option at its default; an option this version does not know is
+    refused in one line."""
+    _, path = finished_run(script, tmp_path, monkeypatch)
+    checkpoint = torch.load(path, weights_only=True)
+    # a method option (one a resume may not change): LQL's newest, and for NC-LQL one of its sampler's
+    newest = "annealed_step_sizes" if script.__name__.startswith("lql") else "num_particles"
+    del checkpoint["args"][newest]  # as an older version saved it
+    torch.save(checkpoint, path)
+    assert script.main(["--resume", path, "--total-timesteps", "60"]) == 0
+    resumed = torch.load(path, weights_only=True)
+    default = getattr(script.Args(), newest)
+    assert resumed["args"][newest] == default and resumed["learning_step"] > 60, (newest, resumed["args"][newest])
+    resumed["args"]["an_option_from_the_future"] = 1
+    torch.save(resumed, path)
+    capsys.readouterr()
+    assert script.main(["--resume", path, "--total-timesteps", "80"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another version" in err and "an_option_from_the_future" in err, err
 
 
 def test_a_checkpoint_is_replaced_atomically(script, tmp_path, monkeypatch):

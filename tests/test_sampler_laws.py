@@ -87,7 +87,7 @@ def run_lql_quadratic(n, bf16=False):
     torch.manual_seed(0)
     h, k = 1e-3, 300  # a step large enough to see its bias; 300 steps forget the init to 1.5e-4
     q_fn = in_bf16(quadratic_q) if bf16 else quadratic_q
-    return lql.langevin_sample(q_fn, batch_size=n, act_dim=2, num_steps=k, step_size=h, w=W, grad_norm=False), [h] * k
+    return lql.langevin_sample(q_fn, batch_size=n, act_dim=2, step_sizes=[h] * k, w=W, grad_norm=False), [h] * k
 
 
 @functools.cache
@@ -203,8 +203,8 @@ def test_normalised_chain_samples_a_law_set_by_the_argmax_alone(regime, curvatur
     def q_fn(a):
         return -0.5 * curvature * ((a - A_STAR) ** 2).sum(-1)
 
-    actions = lql.langevin_sample(in_bf16(q_fn) if bf16 else q_fn, batch_size=n, act_dim=1, num_steps=steps,
-                                  step_size=h, w=w, grad_norm=True)
+    actions = lql.langevin_sample(in_bf16(q_fn) if bf16 else q_fn, batch_size=n, act_dim=1, step_sizes=[h] * steps,
+                                  w=w, grad_norm=True)
     assert (actions.abs() < 1).all(), "a chain touched the box: the unclipped law does not apply"
     a = actions[:, 0].double().numpy()
     x = a - a.mean()
@@ -262,7 +262,7 @@ def test_annealing_over_smoothed_landscapes_recovers_mode_weights_that_plain_lan
     clean_var = float(level_var[-1])
     torch.manual_seed(0)
     plain = lql.langevin_sample(lambda a: mixture_log_density(a, clean_var) / W, batch_size=n, act_dim=1,
-                                num_steps=len(sigmas) * per_level, step_size=0.1 * clean_var, w=W, grad_norm=False)
+                                step_sizes=[0.1 * clean_var] * (len(sigmas) * per_level), w=W, grad_norm=False)
     assert (annealed.abs() < 1).all() and (plain.abs() < 1).all(), "a chain touched the box"
     # For the record, NC-LQL's default schedule (sigma 0.1 -> 0.001, 2 steps per level, steps 1.0 -> 1e-4) on the
     # same modes: sigma_max = 0.1 never merges modes 0.6 apart, and its first steps throw the chains to the faces.

@@ -212,7 +212,8 @@ def test_a_hopper_run_from_the_command_line_updates_evaluates_logs_and_saves(scr
     and a checkpoint."""
     result = subprocess.run(
         [sys.executable, script_path(script), "--env-id", "Hopper-v4", "--total-timesteps", "500",
-         "--learning-starts", "500", "--eval-frequency", "500", "--eval-episodes", "2", "--log-interval-s", "2", "--batch-size", "64"],
+         "--learning-starts", "500", "--eval-frequency", "500", "--eval-episodes", "2", "--log-interval-s", "2",
+         "--batch-size", "64"],
         cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     eval_lines = [line for line in result.stdout.splitlines() if line.startswith("eval")]

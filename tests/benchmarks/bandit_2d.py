@@ -65,9 +65,9 @@ def soft_policy_shares(grid_size: int = 801) -> torch.Tensor:
     return (probs[:, None] * near).sum(0).float()
 
 
-def uniform_next_actions(critic, obs, args):
+def uniform_next_actions(next_obs):
     """The TD target's a' while training: with gamma = 0 it does not enter the target, so no chain is run for it."""
-    return torch.rand(len(obs), 2) * 2 - 1
+    return torch.rand(len(next_obs), 2) * 2 - 1
 
 
 UNIFORM_GRID = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 101)] * 2, indexing="ij"), -1).reshape(-1, 2)
@@ -113,7 +113,8 @@ def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: 
                 "reward": float(reward(samples).mean()), "uniform_reward": float(reward(UNIFORM_GRID).mean()),
                 "q": float(mean_q(samples).mean()), "uniform_q": float(mean_q(UNIFORM_GRID).mean()),
                 "max_q": float(mean_q(UNIFORM_GRID).max()),
-                "train_s": train_s, "sample_s": sample_s, "num_updates": num_done, "chain": chain}
+                "train_s": train_s, "sample_s": sample_s, "num_updates": num_done, "chain": chain,
+                "critic": critic}  # the critic itself: at the last measurement, the trained one
 
     obs, terminated = torch.zeros(batch_size, 1), torch.ones(batch_size)
     results, train_s = [], 0.0
@@ -121,7 +122,7 @@ def train_and_sample(name: str, num_updates: int, num_samples: int, batch_size: 
         start = time.time()
         actions = torch.rand(batch_size, 2) * 2 - 1
         script.update_critic((obs, actions, reward(actions), obs, terminated), critic, critic_target, optimizer,
-                             policy=uniform_next_actions, chain_critic=critic, args=args)
+                             uniform_next_actions, args)
         train_s += time.time() - start
         if num_done in measure_at or num_done == num_updates:
             results.extend(measure(num_done, train_s, chain) for chain in chains)

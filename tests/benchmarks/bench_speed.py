@@ -106,10 +106,10 @@ def update_flops(script, device, batch):
     """Matmul FLOPs of one update as torch counts them (`torch.utils.flop_counter`): every matmul an eager update
     runs, backward passes included, at the shapes it runs them (figures: tests/benchmarks/README.md)."""
     obs_dim, act_dim = batch[0].shape[1], batch[1].shape[1]
-    args, critic, critic_target, optimizer, policy, chain_critic = make_parts(script, device, False, False, obs_dim,
-                                                                              act_dim)
+    args, critic, critic_target, optimizer, policy, draw_next_actions = make_parts(script, device, False, False,
+                                                                                   obs_dim, act_dim)
     with CountFlops() as counter:
-        script.update_critic(batch, critic, critic_target, optimizer, policy, chain_critic, args)
+        script.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
     return counter.flops
 
 
@@ -119,14 +119,8 @@ def make_parts(script, device, compiled, bf16, obs_dim, act_dim):
     critic = script.make_critic(args, obs_dim, act_dim)
     critic_target = script.make_critic(args, obs_dim, act_dim).requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
-    policy, chain_critic = script.langevin_policy, critic
-    if bf16:
-        chain_critic = script.bf16_copy(critic)
-    if compiled:
-        policy = script.compile_policy(script.langevin_policy)
-        for module in (critic, critic_target):
-            module.compile(dynamic=False)
-    return args, critic, critic_target, optimizer, policy, chain_critic
+    policy, draw_next_actions = script.fast_path(critic, critic_target, args)
+    return args, critic, critic_target, optimizer, policy, draw_next_actions
 
 
 def has_bf16_matmul(device) -> bool:
@@ -138,8 +132,8 @@ def has_bf16_matmul(device) -> bool:
 
 def time_update_and_act(script, device, compiled, bf16, cli):
     obs_dim, act_dim = cli.obs_dim, cli.act_dim
-    args, critic, critic_target, optimizer, policy, chain_critic = make_parts(script, device, compiled, bf16, obs_dim,
-                                                                              act_dim)
+    args, critic, critic_target, optimizer, policy, draw_next_actions = make_parts(script, device, compiled, bf16,
+                                                                                   obs_dim, act_dim)
     b = cli.batch_size
     batch = (torch.randn(b, obs_dim, device=device), torch.rand(b, act_dim, device=device) * 2 - 1,
              torch.randn(b, device=device), torch.randn(b, obs_dim, device=device), torch.zeros(b, device=device))
@@ -147,7 +141,7 @@ def time_update_and_act(script, device, compiled, bf16, cli):
     start = time.perf_counter()
 
     def update():
-        script.update_critic(batch, critic, critic_target, optimizer, policy, chain_critic, args)
+        script.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
 
     def act():
         with torch.no_grad():

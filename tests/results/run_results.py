@@ -22,22 +22,30 @@ import sys
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# row: (script, env id, env steps after the warm-up (--total-timesteps), seeds)
+# LQL's step-size sweep at a real budget (issue 27): 300,000 env steps, evaluated every 25,000, all on the fp32 chain
+SWEEP = {f"lql-step{step_lr}": ("lql", "Hopper-v4", 300_000, (1,), ["--step-lr", step_lr, "--eval-frequency", "25000",
+                                                                     "--no-bf16-chain"])
+         for step_lr in ("1e-4", "3e-4", "1e-3", "3e-3")}
+# row: (script, env id, env steps after the warm-up (--total-timesteps), seeds, options beyond the protocol's)
 ROWS = {
-    "nclql-hopper": ("nclql", "Hopper-v4", 1_000_000, (1, 2)),
-    "lql-hopper": ("lql", "Hopper-v4", 1_000_000, (1,)),
-    "nclql-walker2d": ("nclql", "Walker2d-v4", 500_000, (1,)),
-    "nclql-halfcheetah": ("nclql", "HalfCheetah-v4", 500_000, (1,)),
+    "nclql-hopper": ("nclql", "Hopper-v4", 1_000_000, (1, 2), []),
+    "lql-hopper": ("lql", "Hopper-v4", 1_000_000, (1,), []),
+    "nclql-walker2d": ("nclql", "Walker2d-v4", 500_000, (1,), []),
+    "nclql-halfcheetah": ("nclql", "HalfCheetah-v4", 500_000, (1,), []),
+    **SWEEP,
+    "lql-annealed-steps": ("lql", "Hopper-v4", 1_000_000, (1,), ["--annealed-step-sizes"]),
 }
-# --bf16-chain only where bf16 matmul is in hardware (the scripts refuse it elsewhere, e.g. on AMD Zen 3)
+# --bf16-chain only where bf16 matmul is in hardware (the scripts refuse it elsewhere, e.g. on AMD Zen 3) and the row
+# does not ask for the fp32 chain
 BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-FAST_PATH = ["--compile", *(["--bf16-chain"] if BF16 else []), "--save-buffer", "--eval-frequency", "50000"]
 
 
 def command(row: str, seed: int) -> list[str]:
-    script, env_id, total, _ = ROWS[row]
+    script, env_id, total, _, options = ROWS[row]
+    bf16 = ["--bf16-chain"] if BF16 and "--no-bf16-chain" not in options else []
     return [sys.executable, os.path.join(ROOT, f"{script}_continuous_action.py"), "--env-id", env_id,
-            "--total-timesteps", str(total), "--seed", str(seed), "--exp-name", f"results_{row}", *FAST_PATH]
+            "--total-timesteps", str(total), "--seed", str(seed), "--exp-name", f"results_{row}", "--compile", *bf16,
+            "--save-buffer", *([] if "--eval-frequency" in options else ["--eval-frequency", "50000"]), *options]
 
 
 def run_logged(argv: list[str]) -> int:
@@ -68,7 +76,7 @@ def main():
     parser.add_argument("--list", action="store_true")
     cli = parser.parse_args()
     if cli.list:
-        for row, (_, _, _, seeds) in ROWS.items():
+        for row, (_, _, _, seeds, _) in ROWS.items():
             for seed in seeds:
                 print(f"{row} seed {seed}: {' '.join(command(row, seed)[1:])}")
         return 0
