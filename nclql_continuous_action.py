@@ -57,6 +57,9 @@ class Args:
     seed: int = 1  # seeds torch, numpy, the training envs and their action space
     cuda: bool = True  # train on a CUDA GPU when there is one
     log_interval_s: float = 10.0  # seconds between progress lines
+    sampler_stats_interval: int = 1000  # updates between the sampler/ statistics (and at each evaluation); 0: none
+    sampler_probe_states: int = 16  # M: states the statistics watch, drawn from the buffer when learning starts
+    sampler_probe_chains: int = 64  # C: chains per probe state
     track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
     wandb_project_name: str = "nclql"  # Weights and Biases project (--track)
     wandb_entity: str | None = None  # Weights and Biases team (--track)
@@ -203,7 +206,8 @@ def sigma_schedule(sigma_max: float, sigma_min: float, num_levels: int) -> torch
 
 
 def annealed_langevin_sample(q_fn, batch_size: int, act_dim: int, sigmas: torch.Tensor, steps_per_level: int,
-                             step_lr: float, w: float, grad_norm: bool = True) -> torch.Tensor:
+                             step_lr: float, w: float, grad_norm: bool = True,
+                             trace: list | None = None) -> torch.Tensor:
     """Draw a ~ pi(a|s) ~ exp(w Q(s,a)) by annealed Langevin dynamics on log pi = w Q + const (NCSN's sampler):
         a ~ U[-1, 1]^act_dim
         for l = 0..L-1, with alpha_l = step_lr * (sigma_l / sigma_{L-1})^2, T times:
@@ -219,14 +223,15 @@ def annealed_langevin_sample(q_fn, batch_size: int, act_dim: int, sigmas: torch.
             with torch.enable_grad():  # callers run under no_grad; grad of the batch's sum = each row's own grad_a Q
                 actions.requires_grad_(True)
                 (grad,) = torch.autograd.grad(q_fn(actions, level).sum(), actions)
-            if grad_norm:
-                grad = grad / (grad.norm(dim=-1, keepdim=True) + 1e-8)
+            step = grad / (grad.norm(dim=-1, keepdim=True) + 1e-8) if grad_norm else grad
             noise = torch.randn_like(actions)
-            actions = (actions.detach() + 0.5 * step_size * w * grad + step_size.sqrt() * noise).clamp(-1.0, 1.0)
+            actions = (actions.detach() + 0.5 * step_size * w * step + step_size.sqrt() * noise).clamp(-1.0, 1.0)
+            if trace is not None:  # sampler_statistics: each step's |grad_a Q| before normalisation, and its actions
+                trace.append((grad.norm(dim=-1), actions.detach()))
     return actions
 
 
-def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args) -> torch.Tensor:
+def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args, trace: list | None = None) -> torch.Tensor:
     """a ~ pi(.|s): the sampler on Q1 + Q2; with N particles per state, the one with the highest min(Q1, Q2)."""
     n, batch_size = args.num_particles, len(obs)
     obs_n = obs.repeat(n, 1)  # particle k of state i sits at row k * batch + i
@@ -235,7 +240,7 @@ def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args) -> torch.T
         return critic(obs_n, actions, torch.full((len(obs_n),), level, device=obs.device)).sum(0)
 
     actions = annealed_langevin_sample(q_fn, n * batch_size, critic.act_dim, critic.sigmas, args.steps_per_level,
-                                       args.step_lr, args.w, args.q_grad_norm)
+                                       args.step_lr, args.w, args.q_grad_norm, trace)
     if n == 1:
         return actions
     with torch.no_grad():
@@ -350,6 +355,40 @@ def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: A
     return returns
 
 
+def sampler_statistics(critic: nn.Module, probe_obs: torch.Tensor, args: Args) -> dict[str, float]:
+    """The sampler's state after each noise level, on a fixed probe: M states (--sampler-probe-states), C chains each
+    (--sampler-probe-chains), drawn by langevin_policy itself (one particle, eager):
+      grad_norm: mean |grad_a (Q1 + Q2)| before normalisation, over the level's steps;
+      on_face, on_corner: the share of action coordinates on a face of the box, and of actions on a corner;
+      spread: std of a state's C actions, averaged over states and dimensions (0: a deterministic policy);
+    and q_gain: mean min(Q1, Q2) at the chain's final actions minus at uniform-random ones (README: the sampler)."""
+    num_states, num_chains, trace = len(probe_obs), args.sampler_probe_chains, []
+    obs = probe_obs.repeat_interleave(num_chains, 0)  # the C chains of state i are rows i * C .. (i + 1) * C - 1
+    with torch.random.fork_rng(), torch.no_grad():  # training's random stream goes on as if this never ran
+        torch.manual_seed(args.eval_seed)  # the same draws at every call: the curves move with the critic only
+        actions = langevin_policy(critic, obs, dataclasses.replace(args, num_particles=1), trace)
+        uniform = torch.rand_like(actions) * 2 - 1
+        q_gain = (critic(obs, actions).min(0).values - critic(obs, uniform).min(0).values).mean().item()
+    stats = {"sampler/q_gain": q_gain}
+    per_level = args.steps_per_level
+    groups = {f"level_{level}": trace[level * per_level:(level + 1) * per_level] for level in range(args.num_levels)}
+    for group, steps in groups.items():
+        after = steps[-1][1].view(num_states, num_chains, -1)  # the actions the group's last step leaves
+        stats[f"sampler/grad_norm/{group}"] = torch.stack([raw_norm for raw_norm, _ in steps]).mean().item()
+        stats[f"sampler/on_face/{group}"] = (after.abs() == 1.0).float().mean().item()
+        stats[f"sampler/on_corner/{group}"] = (after.abs() == 1.0).all(-1).float().mean().item()
+        stats[f"sampler/spread/{group}"] = after.std(1).mean().item()
+    return stats
+
+
+def draw_probe(rb: ReplayBuffer, args: Args) -> torch.Tensor:
+    """The M states sampler_statistics watches: drawn once from the buffer when learning starts, with a generator of
+    their own (training's random stream is not touched), and kept, so that the curves compare one critic to the next."""
+    generator = torch.Generator(device=rb.device).manual_seed(args.seed)
+    idx = torch.randint(0, rb.size, (args.sampler_probe_states,), generator=generator, device=rb.device)
+    return rb.obs[idx].clone()
+
+
 # TRAINING LOOP
 def training_device(args: Args) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
@@ -364,7 +403,7 @@ def make_critic(args: Args, obs_dim: int, act_dim: int) -> nn.Module:
 def train(args: Args, checkpoint: dict | None = None) -> dict:
     """Train, or go on with the run of --resume (main() passes its checkpoint); return a summary of the run."""
     validate_args(args)
-    obs_dim, act_dim = check_env(args.env_id)
+    obs_dim, act_dim = check_env(args)
     checkpoint = checkpoint or (load_checkpoint(args.resume) if args.resume else None)
     if checkpoint:  # everything is checked before anything is written
         check_same_options(args, checkpoint["args"], [k for k in checkpoint["args"] if k not in RESUME_MAY_CHANGE])
@@ -378,9 +417,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     video_folder = f"{os.path.basename(run_dir)}/eval" + (f"_from_{checkpoint['global_step']}" if checkpoint else "")
     eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, video_folder)
     critic = make_critic(args, obs_dim, act_dim)
-    critic_target = make_critic(args, obs_dim, act_dim)
+    critic_target = make_critic(args, obs_dim, act_dim).requires_grad_(False)
     critic_target.load_state_dict(critic.state_dict())
-    critic_target.requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, training_device(args))
 
@@ -388,10 +426,10 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     # steps after the warm-up) <= total_timesteps. `<=` makes the `+ 1`: 5,030,005 env steps, 1,000,001 updates.
     warmup_iterations = math.ceil(args.learning_starts / args.num_envs)
     num_iterations = warmup_iterations + args.total_timesteps // args.num_envs + 1
-    global_step, learning_step, num_updates, last_eval_step, eval_returns = 0, 0, 0, 0, []
+    global_step, learning_step, num_updates, last_eval_step, eval_returns, probe = 0, 0, 0, 0, [], None
     if checkpoint:
-        global_step, learning_step, num_updates, last_eval_step, eval_returns = restore_run(
-            checkpoint, args.resume, critic, critic_target, optimizer, rb, envs)
+        global_step, learning_step, num_updates, last_eval_step, eval_returns, probe = restore_run(
+            checkpoint, args, critic, critic_target, optimizer, rb, envs)
     writer = open_writer(args, run_dir, checkpoint)
     policy, draw_next_actions = fast_path(critic, critic_target, args)
     summary = {"run_dir": run_dir, "eval_returns": eval_returns, "checkpoint": None, "exit_code": 0}
@@ -399,18 +437,16 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     def save(path=f"{run_dir}/checkpoint.pt"):  # at each evaluation, at the end, and when the run stops
         if args.save_model:
             counters = {"global_step": global_step, "learning_step": learning_step, "num_updates": num_updates,
-                        "last_eval_step": last_eval_step, "eval_returns": eval_returns}
+                        "last_eval_step": last_eval_step, "eval_returns": eval_returns, "sampler_probe": probe}
             path = save_checkpoint(path, run_state(args, critic, critic_target, optimizer, rb, envs, counters))
             if os.path.basename(path) == "checkpoint.pt":  # not a non-finite critic, saved beside it
                 summary["checkpoint"] = path
 
     # A resumed run starts fresh episodes; without its replay buffer it first refills it (refill_buffer: why, how).
     start_iteration = global_step // args.num_envs
-    refill_iterations = min(start_iteration, warmup_iterations) if rb.size == 0 and start_iteration < num_iterations \
-        else 0
+    refill_iterations = 0 if rb.size or start_iteration >= num_iterations else min(start_iteration, warmup_iterations)
     if checkpoint:
-        print(resume_status(args, global_step, num_updates, refill_iterations, start_iteration >= num_iterations),
-              flush=True)
+        print_resume_status(args, global_step, num_updates, refill_iterations, start_iteration >= num_iterations)
     previous_handlers = defer_stop_signals(stop_requested := [])  # Ctrl-C, kill: stop after this vector step
     obs, _ = envs.reset(seed=args.seed + global_step)
     try:
@@ -434,6 +470,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
 
             # UPDATE: one per vector step once the warm-up is done
             if not warmup:
+                probe = draw_probe(rb, args) if probe is None else probe  # the states sampler_statistics watches
                 learning_step += args.num_envs
                 metrics = update_critic(rb.sample(args.batch_size), critic, critic_target, optimizer,
                                         draw_next_actions, args)
@@ -441,6 +478,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                 if num_updates % 100 == 1:
                     sps = (global_step - start_step) / (time.time() - start_time)
                     log_metrics(writer, check_finite(metrics, global_step) | {"SPS": int(sps)}, global_step)
+                if args.sampler_stats_interval and (num_updates - 1) % args.sampler_stats_interval == 0:
+                    log_metrics(writer, sampler_statistics(critic, probe, args), global_step)
 
             if stop_requested:  # STOP after the update, before a due evaluation (which the resumed run makes)
                 raise KeyboardInterrupt
@@ -453,6 +492,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                 last_eval_step = learning_step  # only once it has run: a stop during it repeats it on resume
                 eval_returns.append((global_step, float(returns.mean())))
                 writer.add_scalar("eval/episodic_return", returns.mean(), global_step)
+                if args.sampler_stats_interval:
+                    log_metrics(writer, sampler_statistics(critic, probe, args), global_step)
                 print(f"eval   step {global_step:>9,}: return {returns.mean():8.1f} +- {returns.std():6.1f} "
                       f"over {len(returns)} episodes, after {num_updates:,} updates", flush=True)
                 save()
@@ -460,8 +501,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             # LOG PROGRESS
             if (now := time.time()) - last_log_time >= args.log_interval_s:
                 sps = (global_step - last_log_step) / (now - last_log_time)
-                print(progress_line(global_step, num_iterations * args.num_envs, sps, num_updates, recent_returns),
-                      flush=True)
+                print_progress(global_step, num_iterations * args.num_envs, sps, num_updates, recent_returns)
                 last_log_time, last_log_step = now, global_step
         check_finite(metrics, global_step)
         save()
@@ -477,9 +517,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         summary["exit_code"] = 1
     finally:
         restore_signal_handlers(previous_handlers)
-        envs.close()
-        eval_envs.close()
-        writer.close()
+        for handle in (envs, eval_envs, writer):
+            handle.close()
     return summary | {"num_updates": num_updates, "global_step": global_step}
 
 
@@ -496,9 +535,12 @@ def validate_args(args: Args) -> None:
               for k, v in values.items() if isinstance(v, float)]
     checks += [(values[k] > 0, f"--{k.replace('_', '-')} must be positive, got {values[k]}") for k in [
         "total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
-        "steps_per_level", "num_particles", "learning_rate", "sigma_min", "step_lr", "log_interval_s"]]
+        "steps_per_level", "num_particles", "learning_rate", "sigma_min", "step_lr", "log_interval_s",
+        "sampler_probe_states"]]
     checks += [(values[k] >= 0, f"--{k.replace('_', '-')} must be >= 0, got {values[k]}")
-               for k in ["learning_starts", "seed", "eval_seed"]]
+               for k in ["learning_starts", "seed", "eval_seed", "sampler_stats_interval"]]
+    checks += [(args.sampler_probe_chains >= 2, f"--sampler-probe-chains must be >= 2 (a spread needs two chains), got "
+                                                f"{args.sampler_probe_chains}")]
     on_cpu = training_device(args).type == "cpu"
     bf16_matmul = not args.bf16_chain or ((torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
                                           if on_cpu else torch.cuda.is_bf16_supported())
@@ -523,8 +565,10 @@ def validate_args(args: Args) -> None:
             raise UsageError(message)
 
 
-def check_env(env_id: str) -> tuple[int, int]:
-    """Make the env once and check that this method applies to it; return (obs_dim, act_dim)."""
+def check_env(args: Args) -> tuple[int, int]:
+    """Make the env once, check that this method applies to it and that the run fits in memory; return (obs_dim,
+    act_dim)."""
+    env_id = args.env_id
     try:
         env = gym.make(env_id)
     except (gym.error.Error, ImportError) as e:
@@ -538,13 +582,49 @@ def check_env(env_id: str) -> tuple[int, int]:
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise UsageError(f"{env_id} has observations {obs_space}; this script needs flat vector observations "
                          f"(wrap the env with gymnasium.wrappers.FlattenObservation)")
+    check_memory(args, obs_space.shape[0], act_space.shape[0])
     return obs_space.shape[0], act_space.shape[0]
+
+
+ENV_BYTES = 1.2 * 2**20  # resident memory of one MuJoCo env (Hopper-v4 and Humanoid-v4 alike, measured on Linux)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (Linux's MemAvailable); None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def size(num_bytes: float) -> str:
+    return f"{num_bytes / 2**30:,.1f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.0f} MiB"
+
+
+def check_memory(args: Args, obs_dim: int, act_dim: int) -> None:
+    """Refuse, before anything is allocated, a replay buffer or a number of envs that cannot fit in the memory
+    available (a traceback from deep inside torch or MuJoCo, or the machine swapping, otherwise)."""
+    device = training_device(args)
+    memory = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    buffer_bytes = args.buffer_size * (2 * obs_dim + act_dim + 2) * 4  # ReplayBuffer's five float32 fields
+    if memory is not None and buffer_bytes > memory:
+        raise UsageError(f"--buffer-size {args.buffer_size:,} needs {size(buffer_bytes)} for the replay buffer "
+                         f"({obs_dim}-D observations), more than the {size(memory)} of {device.type} memory available: "
+                         f"give a smaller --buffer-size")
+    memory = available_memory()
+    envs_bytes = (args.num_envs + args.eval_episodes) * ENV_BYTES
+    if memory is not None and envs_bytes > memory:
+        raise UsageError(f"--num-envs {args.num_envs:,} and --eval-episodes {args.eval_episodes:,} (one env each) "
+                         f"need {size(envs_bytes)} at about {ENV_BYTES / 2**20:.1f} MiB an env, more than the "
+                         f"{size(memory)} of memory available: give fewer")
 
 
 # What a resumed run may change (the rest defines the method); an evaluated checkpoint must match NETWORK_OPTIONS.
 RESUME_MAY_CHANGE = ("resume", "eval_checkpoint", "total_timesteps", "eval_frequency", "eval_episodes", "eval_seed",
-                     "log_interval_s", "save_model", "save_buffer", "track", "wandb_project_name", "wandb_entity",
-                     "capture_video", "compile", "bf16_chain", "cuda")
+                     "log_interval_s", "sampler_stats_interval", "sampler_probe_states", "sampler_probe_chains",
+                     "save_model", "save_buffer", "track", "wandb_project_name", "wandb_entity", "capture_video",
+                     "compile", "bf16_chain", "cuda")
 NETWORK_OPTIONS = ("env_id", "num_levels", "sigma_max", "sigma_min")
 
 
@@ -597,11 +677,12 @@ def run_state(args: Args, critic: nn.Module, critic_target: nn.Module, optimizer
             "replay_buffer": rb.state_dict() if args.save_buffer else None}
 
 
-def restore_run(checkpoint: dict, path: str, critic: nn.Module, critic_target: nn.Module, optimizer,
+def restore_run(checkpoint: dict, args: Args, critic: nn.Module, critic_target: nn.Module, optimizer,
                 rb: ReplayBuffer, envs) -> tuple:
-    """Put a checkpoint's state back (run_state's inverse); return its counters."""
-    load_critic(critic, checkpoint["critic"], path)
-    load_critic(critic_target, checkpoint["critic_target"], path)
+    """Put a checkpoint's state back (run_state's inverse); return its counters and the sampler's probe (None from an
+    older checkpoint, or one of another --sampler-probe-states: drawn again when learning goes on)."""
+    load_critic(critic, checkpoint["critic"], args.resume)
+    load_critic(critic_target, checkpoint["critic_target"], args.resume)
     optimizer.load_state_dict(checkpoint["optimizer"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
     envs.action_space.np_random.bit_generator.state = checkpoint["rng"]["action_space"]
@@ -609,8 +690,10 @@ def restore_run(checkpoint: dict, path: str, critic: nn.Module, critic_target: n
         torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
     if checkpoint["replay_buffer"]:
         rb.load_state_dict(checkpoint["replay_buffer"])
-    return tuple(checkpoint[key] for key in ("global_step", "learning_step", "num_updates", "last_eval_step",
-                                             "eval_returns"))
+    probe = checkpoint.get("sampler_probe")
+    probe = probe.to(rb.device) if probe is not None and len(probe) == args.sampler_probe_states else None
+    return (*(checkpoint[key] for key in ("global_step", "learning_step", "num_updates", "last_eval_step",
+                                          "eval_returns")), probe)
 
 
 def save_checkpoint(path: str, state: dict) -> str:
@@ -698,33 +781,35 @@ def log_episodes(writer, infos: dict, global_step: int) -> list[float]:
 
 
 def log_metrics(writer, values: dict, global_step: int) -> None:
+    """update_critic's losses under losses/, its mean Q under values/; a key with a '/' (sampler/...) as it is."""
     for key, value in values.items():
-        writer.add_scalar({"q": "values/q", "SPS": "charts/SPS"}.get(key, f"losses/{key}"), value, global_step)
+        tag = key if "/" in key else {"q": "values/q", "SPS": "charts/SPS"}.get(key, f"losses/{key}")
+        writer.add_scalar(tag, value, global_step)
 
 
-def progress_line(global_step: int, total_steps: int, sps: float, num_updates: int, recent_returns: list) -> str:
+def print_progress(global_step: int, total_steps: int, sps: float, num_updates: int, recent_returns: list) -> None:
     eta_s = (total_steps - global_step) / sps if sps > 0 else 0.0
     eta = f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"
     last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
-    return (f"step {global_step:>9,}/{total_steps:,} | SPS {sps:6.1f} | updates {num_updates:,} | return (last 10) "
-            f"{last_return} | ETA {eta}")
+    print(f"step {global_step:>9,}/{total_steps:,} | SPS {sps:6.1f} | updates {num_updates:,} | return (last 10) "
+          f"{last_return} | ETA {eta}", flush=True)
 
 
-def resume_status(args: Args, global_step: int, num_updates: int, refill_iterations: int, finished: bool) -> str:
+def print_resume_status(args: Args, global_step: int, num_updates: int, refill_iterations: int, finished: bool) -> None:
     status = f"resumed {args.resume} at env step {global_step:,} ({num_updates:,} updates)"
     if refill_iterations:
         status += (f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with the "
                    f"policy first")
     if finished:
         status += f"; it has reached --total-timesteps {args.total_timesteps:,}: give a larger one to go on"
-    return status
+    print(status, flush=True)
 
 
 # COMMAND LINE
 def evaluate_checkpoint(args: Args, checkpoint: dict | None = None) -> dict:
     """--eval-checkpoint: run --eval-episodes episodes with a saved critic and print their returns; train nothing."""
     validate_args(args)
-    obs_dim, act_dim = check_env(args.env_id)
+    obs_dim, act_dim = check_env(args)
     checkpoint = checkpoint or load_checkpoint(args.eval_checkpoint)
     check_same_options(args, checkpoint["args"], NETWORK_OPTIONS)
     critic = make_critic(args, obs_dim, act_dim)

@@ -13,8 +13,10 @@ NUM_UPDATES = 32 // 4 + 1  # total_timesteps // num_envs + 1, as the authors cou
 
 
 def small_args(script, short_chain, **overrides):
+    # No sampler statistics: on the fast path their first call compiles the critic for the probe's shape (~20 s)
     return script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=4, batch_size=4, eval_episodes=4,
-                       total_timesteps=32, learning_starts=16, eval_frequency=10**6, **short_chain, **overrides)
+                       total_timesteps=32, learning_starts=16, eval_frequency=10**6, sampler_stats_interval=0,
+                       **short_chain, **overrides)
 
 
 def test_compiled_training_matches_eager(script, short_chain, tmp_path, monkeypatch):
@@ -98,9 +100,9 @@ def record_chains(script, monkeypatch, compile_):
             in_update.pop()
 
     def recorded(policy):
-        def policy_on_record(critic, obs, args):
+        def policy_on_record(critic, obs, args, *trace):
             (chains if in_update else acting).append(critic)
-            return policy(critic, obs, args)
+            return policy(critic, obs, args, *trace)
         return policy_on_record
 
     monkeypatch.setattr(script, "update_critic", spy_update)

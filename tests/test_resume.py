@@ -65,9 +65,9 @@ def test_a_run_stopped_by_sigterm_resumes_where_it_stopped(script, tmp_path, mon
     first_update, first_action = {}, {}
     real_update, real_policy = script.update_critic, script.langevin_policy
 
-    def spy_policy(critic, obs, args):
+    def spy_policy(critic, obs, args, *trace):  # trace: sampler_statistics' calls
         first_action.setdefault("rng", torch.get_rng_state())
-        return real_policy(critic, obs, args)
+        return real_policy(critic, obs, args, *trace)
 
     def spy_update(batch, critic, critic_target, optimizer, draw_next_actions, args):
         if not first_update:
@@ -128,9 +128,9 @@ def test_resuming_without_the_buffer_refills_it_with_the_policy_before_updating(
     calls = []
     real_update, real_policy = script.update_critic, script.langevin_policy
 
-    def spy_policy(critic, obs, args):
+    def spy_policy(critic, obs, args, *trace):  # trace: sampler_statistics' calls
         calls.append("policy")
-        return real_policy(critic, obs, args)
+        return real_policy(critic, obs, args, *trace)
 
     def spy_update(*args):
         calls.append("update")

@@ -41,6 +41,11 @@ def script_path(script):
     (["--eval-episodes", "0"], "--eval-episodes must be positive"),
     (["--gamma", "1.5"], "need 0 <= --gamma <= 1"),
     (["--capture-video"], "pip install moviepy"),
+    (["--sampler-probe-chains", "1"], "--sampler-probe-chains must be >= 2"),
+    (["--sampler-stats-interval", "-1"], "--sampler-stats-interval must be >= 0"),
+    # sizes no machine has (Humanoid's 376-D observations: 3 TB of replay buffer; 12 TB of envs)
+    (["--env-id", "Humanoid-v4", "--buffer-size", "1000000000"], "GiB for the replay buffer (376-D observations)"),
+    (["--eval-episodes", "10000000"], "MiB an env, more than the"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(script, argv, expected, tmp_path, monkeypatch, capsys):
     if "--capture-video" in argv and __import__("importlib").util.find_spec("moviepy"):
@@ -52,6 +57,20 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(script, argv, expected,
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
     assert not os.path.exists(tmp_path / "runs"), "bad input must not create runs/"
 
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_sizes(script, tmp_path, monkeypatch, capsys):
+    """The replay buffer is checked against the memory the system can still give before anything is allocated: the
+    default Hopper buffer (108 MB) does not fit in 64 MiB; where the memory cannot be read, nothing is refused."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(script, "available_memory", lambda: 64 * 2**20)
+    code = script.main(["--env-id", "Hopper-v4"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, (code, err)
+    assert "--buffer-size 1,000,000 needs 103 MiB" in err and "than the 64 MiB of cpu memory available" in err, err
+    assert not os.path.exists(tmp_path / "runs")
+    monkeypatch.setattr(script, "available_memory", lambda: None)
+    script.check_memory(script.Args(buffer_size=10**12), 11, 3)  # unknown memory: no refusal
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
 def test_every_non_finite_float_option_is_refused_by_name(script, value, tmp_path, monkeypatch, capsys):
@@ -226,7 +245,8 @@ def test_a_hopper_run_from_the_command_line_updates_evaluates_logs_and_saves(scr
     checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
     assert checkpoint["global_step"] == 1005 and checkpoint["args"]["env_id"] == "Hopper-v4"
     assert set(checkpoint) == {"algorithm", "args", "critic", "critic_target", "optimizer", "global_step",
-                               "learning_step", "num_updates", "last_eval_step", "eval_returns", "rng", "replay_buffer"}
+                               "learning_step", "num_updates", "last_eval_step", "eval_returns", "sampler_probe", "rng",
+                               "replay_buffer"}
     assert checkpoint["replay_buffer"] is None  # --save-buffer is off by default
     # One update per vector step after the warm-up, from env step 505 to 1005 with 5 envs (the authors' `<=`): 101
     # updates, each with as many Adam steps as one update_critic call takes (one per loss).

@@ -10,6 +10,10 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
 
 - update ms: one `update_critic` at --batch-size on random Hopper-shaped data (median of --repeats).
 - act ms: `langevin_policy` on --num-envs states (what the loop does once per vector step).
+- stats ms: one `sampler_statistics` at the defaults (16 probe states x 64 chains, on the critic as the path builds
+  it; its first call compiles the critic for the probe's shape on the fast path), and stats share: that against
+  --sampler-stats-interval (default 1000) updates and acts, the part of a run the default statistics cost (env
+  steps not counted, so the share is an upper bound).
 - floor ms: the update's matmul FLOPs (as torch's flop counter counts them, see `update_flops`) divided by
   this machine's fp32 matmul rate, measured here on a 2048 x 2048 matmul at the start. update / floor: the
   median over repeats of each update's time against the matmul rate measured just before it (a drifting
@@ -155,7 +159,13 @@ def time_update_and_act(script, device, compiled, bf16, cli):
     if has_bf16_matmul(device):
         _, bf16_floor_ratio = update_against_matmul(update, device, max(3, cli.repeats // 4), flops, torch.bfloat16)
     act_ms = median_ms(act, device, cli.repeats)
-    return update_ms, act_ms, first_call_s, flops, floor_ratio, bf16_floor_ratio
+    probe = torch.randn(args.sampler_probe_states, obs_dim, device=device)
+    start = time.perf_counter()
+    script.sampler_statistics(critic, probe, args)
+    stats_first_s = time.perf_counter() - start
+    stats_ms = median_ms(lambda: script.sampler_statistics(critic, probe, args), device, max(3, cli.repeats // 4))
+    stats_share = stats_ms / (args.sampler_stats_interval * (update_ms + act_ms))
+    return update_ms, act_ms, first_call_s, flops, floor_ratio, bf16_floor_ratio, stats_ms, stats_first_s, stats_share
 
 
 def training_sps(script, device, compiled, bf16, cli):
@@ -227,14 +237,15 @@ def main():
         for name in cli.scripts:
             for path in cli.paths:
                 for precision in [p for p in cli.precisions if p == "fp32" or has_bf16_matmul(device)]:
-                    update_ms, act_ms, first_s, flops, ratio, bf16_ratio = time_update_and_act(
-                        SCRIPTS[name], device, path == "compile", precision == "bf16", cli)
+                    update_ms, act_ms, first_s, flops, ratio, bf16_ratio, stats_ms, stats_first_s, stats_share = \
+                        time_update_and_act(SCRIPTS[name], device, path == "compile", precision == "bf16", cli)
                     floor_ms = flops / (gflops * 1e9) * 1e3  # at the rate measured at the start, for the table
                     rows.append({"name": name, "path": path, "precision": precision, "device": device,
                                  "update_ms": update_ms, "act_ms": act_ms, "gflop": flops / 1e9, "floor_ms": floor_ms,
                                  "ratio": ratio, "bf16_ratio": bf16_ratio, "first_s": first_s, "sps": [], "vs_sac": []})
-                    print(f"  {name} {path} {precision} {device_name}: update {update_ms:.1f} ms, act {act_ms:.1f} ms",
-                          flush=True)
+                    print(f"  {name} {path} {precision} {device_name}: update {update_ms:.1f} ms, act {act_ms:.1f} ms, "
+                          f"sampler_statistics {stats_ms:.0f} ms (first call {stats_first_s:.1f} s): "
+                          f"{100 * stats_share:.2f}% of the updates and acts between two", flush=True)
 
     # env steps/s, in rounds: SAC, one of ours, SAC, the next of ours, ..., SAC. This machine's speed drifts by up to
     # 30% over minutes, so each of our figures is set against the mean of the two SAC runs directly beside it.
