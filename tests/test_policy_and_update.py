@@ -124,6 +124,12 @@ def test_policy_is_the_chain_on_q1_plus_q2_at_the_args_settings(script):
     assert actions.shape == (64, ACT_DIM) and actions.dtype == torch.float32, f"{tuple(actions.shape)} {actions.dtype}"
     gap = (actions - expected).abs().max().item()
     assert gap < 1e-6, f"policy's actions differ from the chain on Q1 + Q2 by up to {gap:.2e}"
+    # Watching the chain (sampler_statistics' trace: each step's raw |grad| and actions) changes nothing it draws.
+    torch.manual_seed(7)
+    trace = []
+    traced = script.langevin_policy(critic, obs, args, trace)
+    assert torch.equal(actions, traced), "recording the chain changed what it draws"
+    assert len(trace) == 20 and torch.equal(trace[-1][1], traced), f"{len(trace)} steps recorded; 20 expected"
 
 
 def test_best_of_n_particles_keeps_the_one_with_the_highest_min_q1_q2(script):

@@ -1,6 +1,7 @@
 """Claims about `sampler_statistics`, the sampler's health that both scripts log under sampler/ while they train:
-it reads the sampler's own chain (langevin_policy's trace, which changes nothing the chain draws), it is right on
-critics whose chains are known in closed form, and watching the sampler does not change the training run.
+it is right on critics whose chains are known in closed form, and watching the sampler does not change the training
+run. It reads the sampler's own chain through langevin_policy's trace, which changes nothing the chain draws
+(test_policy_and_update.py).
 """
 import math
 import os
@@ -9,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import ACT_DIM, OBS_DIM, lql, make_parts, nclql
+from tests.conftest import ACT_DIM, OBS_DIM, lql, nclql
 
 COUNTER = dict(env_id="tests.fake_envs:Counter-v0", num_envs=2, learning_starts=20, total_timesteps=40,
                eval_frequency=20, eval_episodes=2, batch_size=16)
@@ -33,18 +34,6 @@ class LinearCritic(torch.nn.Module):
 def linear_critic(script, args, c):
     sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels) if script is nclql else None
     return LinearCritic(torch.as_tensor(c, dtype=torch.float32), sigmas)
-
-
-def test_the_trace_watches_the_chain_without_changing_it(script):
-    args, critic, *_ = make_parts(script)
-    obs = torch.randn(32, OBS_DIM)
-    torch.manual_seed(5)
-    plain = script.langevin_policy(critic, obs, args)
-    torch.manual_seed(5)
-    trace = []
-    traced = script.langevin_policy(critic, obs, args, trace)
-    assert torch.equal(plain, traced), "recording the chain changed what it draws"
-    assert len(trace) == 20 and torch.equal(trace[-1][1], traced), f"{len(trace)} steps recorded; 20 expected"
 
 
 def test_on_a_steep_linear_critic_every_chain_sits_on_the_corner_it_points_to(script):
