@@ -14,8 +14,9 @@ import torch
 from tests.conftest import ROOT
 
 # Counter-v0 with 2 envs: 20 warm-up env steps, then one update per vector step, an evaluation every 16 learning steps.
+# No sampler statistics (test_sampler_statistics.py tests them with a resume): at test sizes a call takes ~0.2-0.5 s.
 COUNTER = dict(env_id="tests.fake_envs:Counter-v0", num_envs=2, learning_starts=20, eval_frequency=16,
-               eval_episodes=2, batch_size=16)
+               eval_episodes=2, batch_size=16, sampler_stats_interval=0)
 
 
 def script_path(script):

@@ -170,7 +170,7 @@ def test_a_run_stores_each_transition_it_makes_with_its_real_next_obs(script, tm
     monkeypatch.chdir(tmp_path)
     # 100 random vector steps, then the one learning vector step (and update) that the shortest run makes.
     args = script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=3, total_timesteps=1, learning_starts=300,
-                       eval_episodes=2, batch_size=16, save_buffer=True)
+                       eval_episodes=2, batch_size=16, save_buffer=True, sampler_stats_interval=0)
     summary = script.train(args)
     assert summary["exit_code"] == 0 and summary["global_step"] == 303, summary
     stored = torch.load(summary["checkpoint"], weights_only=True)["replay_buffer"]
@@ -183,7 +183,7 @@ def test_non_finite_loss_stops_with_exit_1_and_names_the_last_good_checkpoint(sc
     # Rewards turn NaN at the 11th learning vector step. Losses are read every 100 updates and before each checkpoint:
     # evaluations (and checkpoints) come every 10 updates, so the check before the one at update 20 stops the run.
     args = script.Args(env_id="tests.fake_envs:LateNaNReward-v0", num_envs=2, total_timesteps=400, learning_starts=40,
-                       eval_frequency=20, eval_episodes=2, batch_size=16)
+                       eval_frequency=20, eval_episodes=2, batch_size=16, sampler_stats_interval=0)
     summary = script.train(args)
     err = capsys.readouterr().err
     assert summary["exit_code"] == 1, summary
@@ -214,7 +214,7 @@ def test_a_stop_after_the_critic_went_non_finite_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(script, "update_critic", update_then_stop)
     args = script.Args(env_id="tests.fake_envs:LateNaNReward-v0", num_envs=2, total_timesteps=400, learning_starts=40,
-                       eval_frequency=20, eval_episodes=2, batch_size=16)
+                       eval_frequency=20, eval_episodes=2, batch_size=16, sampler_stats_interval=0)
     summary = script.train(args)
     err = capsys.readouterr().err
     last_good = torch.load(summary["checkpoint"], weights_only=True)
@@ -262,7 +262,7 @@ def test_a_run_logs_every_update_metric_the_returns_and_the_hyperparameters(scri
 
     monkeypatch.chdir(tmp_path)
     args = script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=2, total_timesteps=40, learning_starts=40,
-                       eval_frequency=20, eval_episodes=2, batch_size=16)
+                       eval_frequency=20, eval_episodes=2, batch_size=16, sampler_stats_interval=0)
     summary = script.train(args)
     assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
     assert summary["num_updates"] == 21, f"{summary['num_updates']} updates"  # at steps 42, 44, ..., 82
@@ -292,7 +292,7 @@ def test_steps_updates_and_evaluations_are_counted_as_the_authors_count(script, 
     monkeypatch.chdir(tmp_path)
     args = script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=4, learning_starts=20,
                        total_timesteps=total_timesteps, eval_frequency=16, eval_episodes=2, batch_size=16,
-                       log_interval_s=1e-9, save_buffer=True)
+                       log_interval_s=1e-9, save_buffer=True, sampler_stats_interval=0)
     summary = script.train(args)
     out = capsys.readouterr().out
     assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
@@ -345,7 +345,7 @@ def test_a_stop_during_an_update_saves_after_it_and_a_second_stops_at_once(scrip
 
     monkeypatch.setattr(script, "update_critic", update_with_signals)
     args = script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=2, total_timesteps=400, learning_starts=20,
-                       eval_frequency=1000, eval_episodes=2, batch_size=16)
+                       eval_frequency=1000, eval_episodes=2, batch_size=16, sampler_stats_interval=0)
     handlers_before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     summary = script.train(args)
     assert summary["exit_code"] == 130, summary
