@@ -374,9 +374,10 @@ def sampler_statistics(critic: nn.Module, probe_obs: torch.Tensor, args: Args) -
     groups = {f"level_{level}": trace[level * per_level:(level + 1) * per_level] for level in range(args.num_levels)}
     for group, steps in groups.items():
         after = steps[-1][1].view(num_states, num_chains, -1)  # the actions the group's last step leaves
+        on_face = after.abs() == 1.0
         stats[f"sampler/grad_norm/{group}"] = torch.stack([raw_norm for raw_norm, _ in steps]).mean().item()
-        stats[f"sampler/on_face/{group}"] = (after.abs() == 1.0).float().mean().item()
-        stats[f"sampler/on_corner/{group}"] = (after.abs() == 1.0).all(-1).float().mean().item()
+        stats[f"sampler/on_face/{group}"] = on_face.float().mean().item()
+        stats[f"sampler/on_corner/{group}"] = on_face.all(-1).float().mean().item()
         stats[f"sampler/spread/{group}"] = after.std(1).mean().item()
     return stats
 
