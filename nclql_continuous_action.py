@@ -5,6 +5,7 @@
 # equation.
 import copy
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -48,9 +49,17 @@ class Args:
     sigma_max: float = 0.1  # smoothing width of the smoothest level (level 0)
     sigma_min: float = 0.001  # sigma of level L-1, which is clean (not smoothed): it only sets alpha_{L-1} = step_lr
     step_lr: float = 1e-4  # base step size: level l uses alpha_l = step_lr * (sigma_l / sigma_min)^2
-    w: float = 500.0  # inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a))
+    w: float = 500.0  # inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a)); --autotune-w starts from it
     q_grad_norm: bool = True  # step along grad_a Q's direction only (authors); off: Langevin on exp(w (Q1 + Q2))
     num_particles: int = 1  # N chains per state; the action with the highest min(Q1, Q2) is kept
+
+    # Tuning w during training, as SAC tunes its temperature (beyond the paper; README: Tuning w)
+    autotune_w: bool = False  # move log w toward --target-entropy (off: w stays --w, as the authors have it)
+    target_entropy: float = -1.0  # nats per action dimension (entropy_bound): -1 is SAC's target, -act_dim in all
+    w_lr: float = 0.2  # each tuning step moves log w by w_lr * (measured entropy - target)
+    w_tune_interval: int = 250  # updates between tuning steps; each draws the sampler's probe chains (README: cost)
+    w_tune_start: int = 1000  # updates before the first tuning step (the first critics are random)
+    w_bounds: tuple[float, float] = (1.0, 1000.0)  # w stays within these (normalised, spread rises again above ~1000)
 
     # Run, logging and checkpoints
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # names the run folder runs/{env_id}__{exp_name}__...
@@ -206,7 +215,7 @@ def sigma_schedule(sigma_max: float, sigma_min: float, num_levels: int) -> torch
 
 
 def annealed_langevin_sample(q_fn, batch_size: int, act_dim: int, sigmas: torch.Tensor, steps_per_level: int,
-                             step_lr: float, w: float, grad_norm: bool = True,
+                             step_lr: float, w: float | torch.Tensor, grad_norm: bool = True,
                              trace: list | None = None) -> torch.Tensor:
     """Draw a ~ pi(a|s) ~ exp(w Q(s,a)) by annealed Langevin dynamics on log pi = w Q + const (NCSN's sampler):
         a ~ U[-1, 1]^act_dim
@@ -231,16 +240,18 @@ def annealed_langevin_sample(q_fn, batch_size: int, act_dim: int, sigmas: torch.
     return actions
 
 
-def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args, trace: list | None = None) -> torch.Tensor:
-    """a ~ pi(.|s): the sampler on Q1 + Q2; with N particles per state, the one with the highest min(Q1, Q2)."""
-    n, batch_size = args.num_particles, len(obs)
+def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args, trace: list | None = None,
+                    w: torch.Tensor | None = None) -> torch.Tensor:
+    """a ~ pi(.|s): the sampler on Q1 + Q2; with N particles per state, the one with the highest min(Q1, Q2). w is
+    --w, or the tuned w of --autotune-w: a tensor, whose changes a compiled chain reads without compiling again."""
+    n, batch_size, w = args.num_particles, len(obs), args.w if w is None else w
     obs_n = obs.repeat(n, 1)  # particle k of state i sits at row k * batch + i
 
     def q_fn(actions, level):
         return critic(obs_n, actions, torch.full((len(obs_n),), level, device=obs.device)).sum(0)
 
     actions = annealed_langevin_sample(q_fn, n * batch_size, critic.act_dim, critic.sigmas, args.steps_per_level,
-                                       args.step_lr, args.w, args.q_grad_norm, trace)
+                                       args.step_lr, w, args.q_grad_norm, trace)
     if n == 1:
         return actions
     with torch.no_grad():
@@ -318,10 +329,10 @@ def bf16_copy(critic: nn.Module) -> nn.Module:
     return chain_critic
 
 
-def fast_path(critic: nn.Module, critic_target: nn.Module, args: Args):
+def fast_path(critic: nn.Module, critic_target: nn.Module, args: Args, w: torch.Tensor | None = None):
     """The one place where --compile and --bf16-chain rebind anything. Returns the policy (acting, evaluation) and
     draw_next_actions(s'), which draws the TD target's a' ~ pi(.|s') on the online critic; with --bf16-chain, on a
-    bfloat16 copy that takes the critic's latest weights before each draw."""
+    bfloat16 copy that takes the critic's latest weights before each draw. Both sample at w (--autotune-w), if given."""
     policy, chain_critic = langevin_policy, critic
     if args.bf16_chain:
         chain_critic = bf16_copy(critic)  # a copy of the plain module, made before it is compiled
@@ -329,6 +340,8 @@ def fast_path(critic: nn.Module, critic_target: nn.Module, args: Args):
         policy = compile_policy(langevin_policy)
         for module in (critic, critic_target):  # in place: the update's losses and the target's Q(s', a')
             module.compile(dynamic=False)
+    if w is not None:
+        policy = functools.partial(policy, w=w)
 
     def draw_next_actions(next_obs: torch.Tensor) -> torch.Tensor:
         if chain_critic is not critic:
@@ -355,30 +368,53 @@ def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: A
     return returns
 
 
-def sampler_statistics(critic: nn.Module, probe_obs: torch.Tensor, args: Args) -> dict[str, float]:
-    """The sampler's state after each noise level, on a fixed probe: M states (--sampler-probe-states), C chains each
-    (--sampler-probe-chains), drawn by langevin_policy itself (one particle, eager):
+def probe_chains(policy, critic: nn.Module, probe_obs: torch.Tensor, args: Args, trace: list | None = None):
+    """The policy's C chains (--sampler-probe-chains, one particle each) at each of the probe's M states: (M, C,
+    act_dim). They draw from a random stream of their own, seeded by --eval-seed: the same draws at every call, so
+    what they show moves with the critic (and w) only, and training's random stream goes on as if they never ran."""
+    obs = probe_obs.repeat_interleave(args.sampler_probe_chains, 0)  # the chains of state i: rows i * C .. i * C + C-1
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(args.eval_seed)
+        actions = policy(critic, obs, dataclasses.replace(args, num_particles=1), trace=trace)
+    return actions.view(len(probe_obs), args.sampler_probe_chains, -1)
+
+
+def entropy_bound(chains: torch.Tensor) -> torch.Tensor:
+    """An upper bound on the entropy of pi(.|s), in nats per action dimension, from chains (states, chains, act_dim),
+    averaged over states: the entropy of the Gaussian with the chains' per-dimension variances, 0.5 log(2 pi e) +
+    mean_j log std_j. A law's entropy is at most the sum of its marginals', each at most that of the Gaussian of its
+    variance; so the bound is exact for a Gaussian policy (SAC's target, -act_dim, is -1 here) and above the truth
+    otherwise (uniform in the box: 0.87 against log 2 = 0.69). Chains clipped onto one face have std 0: the std is
+    floored at 1e-3, so the bound stays finite (a deterministic policy: -5.49)."""
+    return 0.5 * math.log(2 * math.pi * math.e) + chains.std(1).clamp(min=1e-3).log().mean()
+
+
+def sampler_statistics(critic: nn.Module, probe_obs: torch.Tensor, args: Args,
+                       w: torch.Tensor | None = None) -> dict[str, float]:
+    """The sampler's state after each noise level, on the probe's chains (langevin_policy itself, eager, at w):
       grad_norm: mean |grad_a (Q1 + Q2)| before normalisation, over the level's steps;
       on_face, on_corner: the share of action coordinates on a face of the box, and of actions on a corner;
       spread: std of a state's C actions, averaged over states and dimensions (0: a deterministic policy);
+      entropy: entropy_bound of the actions, in nats per dimension (--autotune-w tunes w on the last level's);
     and q_gain: mean min(Q1, Q2) at the chain's final actions minus at uniform-random ones (README: the sampler)."""
-    num_states, num_chains, trace = len(probe_obs), args.sampler_probe_chains, []
-    obs = probe_obs.repeat_interleave(num_chains, 0)  # the C chains of state i are rows i * C .. (i + 1) * C - 1
-    with torch.random.fork_rng(), torch.no_grad():  # training's random stream goes on as if this never ran
-        torch.manual_seed(args.eval_seed)  # the same draws at every call: the curves move with the critic only
-        actions = langevin_policy(critic, obs, dataclasses.replace(args, num_particles=1), trace)
-        uniform = torch.rand_like(actions) * 2 - 1
+    trace, num_states = [], len(probe_obs)
+    actions = probe_chains(functools.partial(langevin_policy, w=w), critic, probe_obs, args, trace).flatten(0, 1)
+    obs = probe_obs.repeat_interleave(args.sampler_probe_chains, 0)
+    uniform = torch.rand(actions.shape, generator=torch.Generator(obs.device).manual_seed(args.eval_seed),
+                         device=obs.device) * 2 - 1
+    with torch.no_grad():
         q_gain = (critic(obs, actions).min(0).values - critic(obs, uniform).min(0).values).mean().item()
     stats = {"sampler/q_gain": q_gain}
     per_level = args.steps_per_level
     groups = {f"level_{level}": trace[level * per_level:(level + 1) * per_level] for level in range(args.num_levels)}
     for group, steps in groups.items():
-        after = steps[-1][1].view(num_states, num_chains, -1)  # the actions the group's last step leaves
+        after = steps[-1][1].view(num_states, args.sampler_probe_chains, -1)  # the actions the group's last step leaves
         on_face = after.abs() == 1.0
         stats[f"sampler/grad_norm/{group}"] = torch.stack([raw_norm for raw_norm, _ in steps]).mean().item()
         stats[f"sampler/on_face/{group}"] = on_face.float().mean().item()
         stats[f"sampler/on_corner/{group}"] = on_face.all(-1).float().mean().item()
         stats[f"sampler/spread/{group}"] = after.std(1).mean().item()
+        stats[f"sampler/entropy/{group}"] = entropy_bound(after).item()
     return stats
 
 
@@ -388,6 +424,20 @@ def draw_probe(rb: ReplayBuffer, args: Args) -> torch.Tensor:
     generator = torch.Generator(device=rb.device).manual_seed(args.seed)
     idx = torch.randint(0, rb.size, (args.sampler_probe_states,), generator=generator, device=rb.device)
     return rb.obs[idx].clone()
+
+
+# TUNING w (--autotune-w; beyond the paper: README "Tuning w")
+def tune_w(w: torch.Tensor, policy, critic: nn.Module, probe_obs: torch.Tensor, args: Args) -> dict[str, float]:
+    """One step of the rule that tunes w as SAC tunes its temperature: measure the policy's entropy_bound on the
+    probe's chains (what sampler/entropy/ shows at the clean level) and move log w toward the target:
+        log w <- clip(log w + w_lr * (entropy - target_entropy), log w_min, log w_max)
+    Too much entropy raises w (a colder policy: with the normalised gradient, longer steps toward a mode; without it,
+    a sharper exp(w Q)); too little lowers it. w changes in place, and the policy reads it at every call: acting, the
+    TD target's a' and evaluation all sample at the tuned w. Returns the entropy measured and the new w."""
+    entropy = entropy_bound(probe_chains(policy, critic, probe_obs, args)).item()
+    log_w = w.log() + args.w_lr * (entropy - args.target_entropy)
+    w.copy_(log_w.clamp(math.log(args.w_bounds[0]), math.log(args.w_bounds[1])).exp())
+    return {"charts/entropy_bound": entropy, "charts/w": w.item()}
 
 
 # TRAINING LOOP
@@ -403,14 +453,7 @@ def make_critic(args: Args, obs_dim: int, act_dim: int) -> nn.Module:
 
 def train(args: Args, checkpoint: dict | None = None) -> dict:
     """Train, or go on with the run of --resume (main() passes its checkpoint); return a summary of the run."""
-    validate_args(args)
-    obs_dim, act_dim = check_env(args)
-    checkpoint = checkpoint or (load_checkpoint(args.resume) if args.resume else None)
-    if checkpoint:  # everything is checked before anything is written
-        check_same_options(args, checkpoint["args"], [k for k in checkpoint["args"] if k not in RESUME_MAY_CHANGE])
-    run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
-        f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-
+    obs_dim, act_dim, checkpoint, run_dir = check_run(args, checkpoint)  # all is checked before anything is written
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -427,18 +470,21 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     # steps after the warm-up) <= total_timesteps. `<=` makes the `+ 1`: 5,030,005 env steps, 1,000,001 updates.
     warmup_iterations = math.ceil(args.learning_starts / args.num_envs)
     num_iterations = warmup_iterations + args.total_timesteps // args.num_envs + 1
-    global_step, learning_step, num_updates, last_eval_step, eval_returns, probe = 0, 0, 0, 0, [], None
+    global_step, learning_step, num_updates, last_eval_step, eval_returns, probe, tuned_w = 0, 0, 0, 0, [], None, None
     if checkpoint:
-        global_step, learning_step, num_updates, last_eval_step, eval_returns, probe = restore_run(
+        global_step, learning_step, num_updates, last_eval_step, eval_returns, probe, tuned_w = restore_run(
             checkpoint, args, critic, critic_target, optimizer, rb, envs)
+    # --autotune-w: tune_w changes w in place. float64: w = --w then draws exactly what the float --w draws
+    w = torch.tensor(tuned_w or args.w, dtype=torch.float64, device=rb.device) if args.autotune_w else None
     writer = open_writer(args, run_dir, checkpoint)
-    policy, draw_next_actions = fast_path(critic, critic_target, args)
+    policy, draw_next_actions = fast_path(critic, critic_target, args, w)
     summary = {"run_dir": run_dir, "eval_returns": eval_returns, "checkpoint": None, "exit_code": 0}
 
     def save(path=f"{run_dir}/checkpoint.pt"):  # at each evaluation, at the end, and when the run stops
         if args.save_model:
             counters = {"global_step": global_step, "learning_step": learning_step, "num_updates": num_updates,
-                        "last_eval_step": last_eval_step, "eval_returns": eval_returns, "sampler_probe": probe}
+                        "last_eval_step": last_eval_step, "eval_returns": eval_returns, "sampler_probe": probe,
+                        "w": None if w is None else w.item()}
             path = save_checkpoint(path, run_state(args, critic, critic_target, optimizer, rb, envs, counters))
             if os.path.basename(path) == "checkpoint.pt":  # not a non-finite critic, saved beside it
                 summary["checkpoint"] = path
@@ -480,7 +526,9 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                     sps = (global_step - start_step) / (time.time() - start_time)
                     log_metrics(writer, check_finite(metrics, global_step) | {"SPS": int(sps)}, global_step)
                 if args.sampler_stats_interval and (num_updates - 1) % args.sampler_stats_interval == 0:
-                    log_metrics(writer, sampler_statistics(critic, probe, args), global_step)
+                    log_metrics(writer, sampler_statistics(critic, probe, args, w), global_step)
+                if args.autotune_w and num_updates >= args.w_tune_start and num_updates % args.w_tune_interval == 0:
+                    log_metrics(writer, tune_w(w, policy, critic, probe, args), global_step)
 
             if stop_requested:  # STOP after the update, before a due evaluation (which the resumed run makes)
                 raise KeyboardInterrupt
@@ -494,7 +542,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                 eval_returns.append((global_step, float(returns.mean())))
                 writer.add_scalar("eval/episodic_return", returns.mean(), global_step)
                 if args.sampler_stats_interval:
-                    log_metrics(writer, sampler_statistics(critic, probe, args), global_step)
+                    log_metrics(writer, sampler_statistics(critic, probe, args, w), global_step)
                 print(f"eval   step {global_step:>9,}: return {returns.mean():8.1f} +- {returns.std():6.1f} "
                       f"over {len(returns)} episodes, after {num_updates:,} updates", flush=True)
                 save()
@@ -537,9 +585,14 @@ def validate_args(args: Args) -> None:
     checks += [(values[k] > 0, f"--{k.replace('_', '-')} must be positive, got {values[k]}") for k in [
         "total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
         "steps_per_level", "num_particles", "learning_rate", "sigma_min", "step_lr", "log_interval_s",
-        "sampler_probe_states"]]
+        "sampler_probe_states", "w_tune_interval"]]
     checks += [(values[k] >= 0, f"--{k.replace('_', '-')} must be >= 0, got {values[k]}")
-               for k in ["learning_starts", "seed", "eval_seed", "sampler_stats_interval"]]
+               for k in ["learning_starts", "seed", "eval_seed", "sampler_stats_interval", "w_lr", "w_tune_start"]]
+    w_min, w_max = args.w_bounds
+    checks += [(all(math.isfinite(b) for b in args.w_bounds) and 0 < w_min <= w_max,
+                f"--w-bounds must be two finite numbers 0 < MIN <= MAX, got {w_min} {w_max}"),
+               (not args.autotune_w or w_min <= args.w <= w_max,
+                f"--autotune-w starts at --w ({args.w}), which must lie within --w-bounds ({w_min}, {w_max})")]
     checks += [(args.sampler_probe_chains >= 2, f"--sampler-probe-chains must be >= 2 (a spread needs two chains), got "
                                                 f"{args.sampler_probe_chains}")]
     on_cpu = training_device(args).type == "cpu"
@@ -621,6 +674,19 @@ def check_memory(args: Args, obs_dim: int, act_dim: int) -> None:
                          f"{size(memory)} of memory available: give fewer")
 
 
+def check_run(args: Args, checkpoint: dict | None) -> tuple[int, int, dict | None, str]:
+    """What train() checks before it writes anything: the options, the env and the checkpoint of --resume, which may
+    change only RESUME_MAY_CHANGE. Returns obs_dim, act_dim, the checkpoint (None for a new run) and the run folder."""
+    validate_args(args)
+    obs_dim, act_dim = check_env(args)
+    checkpoint = checkpoint or (load_checkpoint(args.resume) if args.resume else None)
+    if checkpoint:
+        check_same_options(args, checkpoint["args"], [k for k in checkpoint["args"] if k not in RESUME_MAY_CHANGE])
+    run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
+        f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    return obs_dim, act_dim, checkpoint, run_dir
+
+
 # What a resumed run may change (the rest defines the method); an evaluated checkpoint must match NETWORK_OPTIONS.
 RESUME_MAY_CHANGE = ("resume", "eval_checkpoint", "total_timesteps", "eval_frequency", "eval_episodes", "eval_seed",
                      "log_interval_s", "sampler_stats_interval", "sampler_probe_states", "sampler_probe_chains",
@@ -680,8 +746,9 @@ def run_state(args: Args, critic: nn.Module, critic_target: nn.Module, optimizer
 
 def restore_run(checkpoint: dict, args: Args, critic: nn.Module, critic_target: nn.Module, optimizer,
                 rb: ReplayBuffer, envs) -> tuple:
-    """Put a checkpoint's state back (run_state's inverse); return its counters and the sampler's probe (None from an
-    older checkpoint, or one of another --sampler-probe-states: drawn again when learning goes on)."""
+    """Put a checkpoint's state back (run_state's inverse); return its counters, the sampler's probe (None from an
+    older checkpoint, or one of another --sampler-probe-states: drawn again when learning goes on) and the tuned w
+    (None without --autotune-w)."""
     load_critic(critic, checkpoint["critic"], args.resume)
     load_critic(critic_target, checkpoint["critic_target"], args.resume)
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -694,7 +761,7 @@ def restore_run(checkpoint: dict, args: Args, critic: nn.Module, critic_target: 
     probe = checkpoint.get("sampler_probe")
     probe = probe.to(rb.device) if probe is not None and len(probe) == args.sampler_probe_states else None
     return (*(checkpoint[key] for key in ("global_step", "learning_step", "num_updates", "last_eval_step",
-                                          "eval_returns")), probe)
+                                          "eval_returns")), probe, checkpoint.get("w"))
 
 
 def save_checkpoint(path: str, state: dict) -> str:
@@ -833,8 +900,9 @@ def main(argv: list[str] | None = None) -> int:
         # Options not given are the checkpoint's (not its --resume, nor, to evaluate, its logging and speed options)
         if checkpoint:
             saved = checkpoint["args"] | {"resume": None, "eval_checkpoint": None}
-            if args.eval_checkpoint:
-                saved |= {"track": False, "capture_video": False, "bf16_chain": False}
+            if args.eval_checkpoint:  # and a tuned w (--autotune-w) is the policy's w
+                saved |= {"track": False, "capture_video": False, "bf16_chain": False, "w": checkpoint.get("w") or
+                          saved["w"]}
             args = tyro.cli(Args, args=argv, default=Args(**saved))
         run = evaluate_checkpoint if args.eval_checkpoint else train
         return run(args, checkpoint)["exit_code"]

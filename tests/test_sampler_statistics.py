@@ -101,7 +101,7 @@ def test_watching_the_sampler_does_not_change_the_run_and_the_probe_is_kept(scri
     tags = EventAccumulator(runs[1]["run_dir"]).Reload().Tags()["scalars"]
     logged = [tag for tag in tags if tag.startswith("sampler/")]
     groups = short_chain.get("num_levels") or short_chain["langevin_steps"]  # 3 levels; 6 steps: blocks of one
-    assert "sampler/q_gain" in logged and len(logged) == 1 + 4 * groups, logged
+    assert "sampler/q_gain" in logged and len(logged) == 1 + 5 * groups, logged
     unwatched_tags = EventAccumulator(runs[0]["run_dir"]).Reload().Tags()["scalars"]
     assert not any(tag.startswith("sampler/") for tag in unwatched_tags), unwatched_tags
 

@@ -245,8 +245,9 @@ def test_a_hopper_run_from_the_command_line_updates_evaluates_logs_and_saves(scr
     checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
     assert checkpoint["global_step"] == 1005 and checkpoint["args"]["env_id"] == "Hopper-v4"
     assert set(checkpoint) == {"algorithm", "args", "critic", "critic_target", "optimizer", "global_step",
-                               "learning_step", "num_updates", "last_eval_step", "eval_returns", "sampler_probe", "rng",
-                               "replay_buffer"}
+                               "learning_step", "num_updates", "last_eval_step", "eval_returns", "sampler_probe", "w",
+                               "rng", "replay_buffer"}
+    assert checkpoint["w"] is None, "w is saved only when --autotune-w tunes it"
     assert checkpoint["replay_buffer"] is None  # --save-buffer is off by default
     # One update per vector step after the warm-up, from env step 505 to 1005 with 5 envs (the authors' `<=`): 101
     # updates, each with as many Adam steps as one update_critic call takes (one per loss).

@@ -14,6 +14,9 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
   it; its first call compiles the critic for the probe's shape on the fast path), and stats share: that against
   --sampler-stats-interval (default 1000) updates and acts, the part of a run the default statistics cost (env
   steps not counted, so the share is an upper bound).
+- tune ms: one `tune_w` (--autotune-w's step: the probe's 16 x 64 chains drawn by the policy as the path builds it,
+  compiled on the fast path, its first call compiling the chain for the probe's shape), and tune share: that against
+  --w-tune-interval (default 250) updates and acts.
 - floor ms: the update's matmul FLOPs (as torch's flop counter counts them, see `update_flops`) divided by
   this machine's fp32 matmul rate, measured here on a 2048 x 2048 matmul at the start. update / floor: the
   median over repeats of each update's time against the matmul rate measured just before it (a drifting
@@ -31,6 +34,8 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
 """
 import argparse
 import contextlib
+import dataclasses
+import functools
 import io
 import math
 import os
@@ -165,7 +170,14 @@ def time_update_and_act(script, device, compiled, bf16, cli):
     stats_first_s = time.perf_counter() - start
     stats_ms = median_ms(lambda: script.sampler_statistics(critic, probe, args), device, max(3, cli.repeats // 4))
     stats_share = stats_ms / (args.sampler_stats_interval * (update_ms + act_ms))
-    return update_ms, act_ms, first_call_s, flops, floor_ratio, bf16_floor_ratio, stats_ms, stats_first_s, stats_share
+    w = torch.tensor(args.w, dtype=torch.float64, device=device)
+    tune_args = dataclasses.replace(args, w_lr=0.0)  # w stays put: the time of a step, not where w goes
+    script.tune_w(w, functools.partial(policy, w=w), critic, probe, tune_args)  # the first call compiles
+    tune_ms = median_ms(lambda: script.tune_w(w, functools.partial(policy, w=w), critic, probe, tune_args), device,
+                        max(3, cli.repeats // 4))
+    tune_share = tune_ms / (args.w_tune_interval * (update_ms + act_ms))
+    return (update_ms, act_ms, first_call_s, flops, floor_ratio, bf16_floor_ratio, stats_ms, stats_first_s, stats_share,
+            tune_ms, tune_share)
 
 
 def training_sps(script, device, compiled, bf16, cli):
@@ -237,15 +249,16 @@ def main():
         for name in cli.scripts:
             for path in cli.paths:
                 for precision in [p for p in cli.precisions if p == "fp32" or has_bf16_matmul(device)]:
-                    update_ms, act_ms, first_s, flops, ratio, bf16_ratio, stats_ms, stats_first_s, stats_share = \
-                        time_update_and_act(SCRIPTS[name], device, path == "compile", precision == "bf16", cli)
+                    (update_ms, act_ms, first_s, flops, ratio, bf16_ratio, stats_ms, stats_first_s, stats_share,
+                     tune_ms, tune_share) = time_update_and_act(SCRIPTS[name], device, path == "compile", precision == "bf16", cli)
                     floor_ms = flops / (gflops * 1e9) * 1e3  # at the rate measured at the start, for the table
                     rows.append({"name": name, "path": path, "precision": precision, "device": device,
                                  "update_ms": update_ms, "act_ms": act_ms, "gflop": flops / 1e9, "floor_ms": floor_ms,
                                  "ratio": ratio, "bf16_ratio": bf16_ratio, "first_s": first_s, "sps": [], "vs_sac": []})
                     print(f"  {name} {path} {precision} {device_name}: update {update_ms:.1f} ms, act {act_ms:.1f} ms, "
                           f"sampler_statistics {stats_ms:.0f} ms (first call {stats_first_s:.1f} s): "
-                          f"{100 * stats_share:.2f}% of the updates and acts between two", flush=True)
+                          f"{100 * stats_share:.2f}% of the updates and acts between two; tune_w {tune_ms:.0f} ms: "
+                          f"{100 * tune_share:.2f}% of those between two", flush=True)
 
     # env steps/s, in rounds: SAC, one of ours, SAC, the next of ours, ..., SAC. This machine's speed drifts by up to
     # 30% over minutes, so each of our figures is set against the mean of the two SAC runs directly beside it.
