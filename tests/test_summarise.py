@@ -1,8 +1,14 @@
-"""tests/results/summarise.py: the results table from TensorBoard logs, and the same table from its own CSV."""
+"""tests/results/summarise.py: the results table from TensorBoard logs, and the same table from its own CSV; the IQM
+over seeds with its bootstrap interval; the legends' method names; the one-line error without the tool's extras."""
+import csv
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 SUMMARISE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "summarise.py")
@@ -21,11 +27,31 @@ def write_run(runs_dir, seed: int, evaluations=None) -> str:
     return run_dir
 
 
-def summarise(out_dir, *sources) -> list[str]:
-    subprocess.run([sys.executable, SUMMARISE, *map(str, sources), "--out-dir", str(out_dir), "--steps", "50000",
-                    "100000", "200000"], check=True, capture_output=True)
+def summarise(out_dir, *sources, steps=("50000", "100000", "200000")) -> list[str]:
+    pytest.importorskip("rliable")
+    pytest.importorskip("matplotlib")
+    subprocess.run([sys.executable, SUMMARISE, *map(str, sources), "--out-dir", str(out_dir), "--steps", *steps,
+                    "--reps", "200"], check=True, capture_output=True)  # 200 bootstrap resamples: enough here
     with open(os.path.join(out_dir, "table.md")) as f:
         return f.read().splitlines()
+
+
+def per_seed(values) -> str:
+    return f"{np.mean(values):.1f} ({', '.join(f'{v:.1f}' for v in values)})"
+
+
+def two_seeds_iqm(values) -> str:
+    """The IQM cell of two seeds, by hand: 25% of 2 seeds trims none, so the IQM is their mean; a bootstrap resample
+    of two seeds is (a, a), (a, b), (b, a) or (b, b), a quarter each at the ends, so the 2.5% and 97.5% percentiles
+    of its IQM are the two values."""
+    return f"{np.mean(values):.1f} [{min(values):.1f}, {max(values):.1f}] (2 seeds)"
+
+
+def iqm_columns(evaluations: dict) -> str:
+    """The table's last three cells: the final evaluation's IQM, each seed's mean of its last 3, and their IQM."""
+    finals = [points[-1][1] for points in evaluations.values()]
+    last_threes = [np.mean([value for _, value in points[-3:]]) for points in evaluations.values()]
+    return f"{two_seeds_iqm(finals)} | {per_seed(last_threes)} | {two_seeds_iqm(last_threes)} |"
 
 
 def test_the_table_averages_seeds_and_a_csv_of_an_earlier_summary_gives_the_same_table(tmp_path):
@@ -33,14 +59,60 @@ def test_the_table_averages_seeds_and_a_csv_of_an_earlier_summary_gives_the_same
     table = summarise(tmp_path / "from_logs", seed_1, seed_2)
     # at 50k after the warm-up (80k), 100k (130k); 200k (230k) is beyond the runs, so it stays empty
     assert table[2] == ("| Hopper-v4 | results_test | 1, 2 | 150.0 (100.0, 200.0) | 200.2 (300.0, 100.5) |  | "
-                        "325.1 (250.0, 400.2) | 350.1 (300.0, 400.2) | 325.1 (250.0, 400.2) |")
+                        "325.1 (250.0, 400.2) | 350.1 (300.0, 400.2) | 325.1 (250.0, 400.2) | "
+                        + iqm_columns(EVALUATIONS))
     # seed 2's logs lost: its evaluations come back from the CSV; a log of seed 1 replaces the CSV's seed 1
     csv_path = tmp_path / "from_logs" / "evaluations.csv"
     assert summarise(tmp_path / "from_csv", csv_path) == table
     assert summarise(tmp_path / "mixed", seed_1, csv_path) == table
     # a run folder wins over the CSV's run of the same seed, whichever comes first: seed 1 went on to 230k
-    seed_1_longer = write_run(tmp_path / "later", 1, EVALUATIONS[1] + [(230_000, 500.0)])
+    longer = {1: EVALUATIONS[1] + [(230_000, 500.0)], 2: EVALUATIONS[2]}
+    seed_1_longer = write_run(tmp_path / "later", 1, longer[1])
     for sources in [(seed_1_longer, csv_path), (csv_path, seed_1_longer)]:
         assert summarise(tmp_path / "longer", *sources)[2] == (
             "| Hopper-v4 | results_test | 1, 2 | 150.0 (100.0, 200.0) | 200.2 (300.0, 100.5) |  | "
-            "450.1 (500.0, 400.2) | 450.1 (500.0, 400.2) | 450.1 (500.0, 400.2) |")
+            "450.1 (500.0, 400.2) | 450.1 (500.0, 400.2) | 450.1 (500.0, 400.2) | " + iqm_columns(longer))
+
+
+def test_the_iqm_over_eight_seeds_drops_the_two_lowest_and_highest_and_its_interval_holds_it(tmp_path):
+    finals = {1: 50.0, 2: 1000.0, 3: 10.0, 4: 70.0, 5: 30.0, 6: 60.0, 7: 20.0, 8: 40.0}  # seed 2 an outlier
+    evaluations = {seed: [(80_000, 0.0), (130_000, final + seed), (180_000, 2 * final), (230_000, final)]
+                   for seed, final in finals.items()}
+    csv_path = tmp_path / "evaluations.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["env_id", "exp_name", "seed", "env_step", "return"])
+        writer.writerows(["Hopper-v4", "results_iqm", seed, step, value]
+                         for seed, points in evaluations.items() for step, value in points)
+    header, _, row, *_ = summarise(tmp_path / "out", csv_path, steps=("50000",))
+    cells = dict(zip(*([cell.strip() for cell in line.strip("|").split("|")] for line in (header, row))))
+    # by hand: 8 seeds, the IQM is the mean of the 4 middle values once sorted (the outlier 1000 is dropped)
+    last_threes = [(final + seed + 2 * final + final) / 3 for seed, final in finals.items()]
+    for column, values in [("final: IQM [95% CI]", list(finals.values())),
+                           ("last 3 evals: IQM [95% CI]", last_threes)]:
+        iqm, low, high, seeds = re.fullmatch(r"(\S+) \[(\S+), (\S+)\] \((\d+) seeds\)", cells[column]).groups()
+        assert (float(iqm), int(seeds)) == (pytest.approx(np.mean(sorted(values)[2:6]), abs=0.05), 8)
+        assert min(values) <= float(low) < float(iqm) < float(high) <= max(values)
+    assert os.path.getsize(tmp_path / "out" / "Hopper-v4.png") < 200_000
+
+
+def test_the_legends_name_the_method_of_each_results_row():
+    spec = importlib.util.spec_from_file_location("summarise", SUMMARISE)
+    summarise_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarise_module)
+    names = {("Hopper-v4", "results_nclql-hopper"): "NC-LQL", ("Hopper-v4", "results_lql-hopper"): "LQL",
+             ("Walker2d-v4", "results_nclql-walker2d"): "NC-LQL",
+             ("Hopper-v4", "results_lql-step1e-3"): "LQL (step 1e-3)",
+             ("Hopper-v4", "results_lql-annealed-steps"): "LQL, annealed steps",
+             ("Hopper-v4", "results_nclql-hopper-500k"): "results_nclql-hopper-500k",  # not a row: as it is
+             ("Hopper-v4", "sampler-watch"): "sampler-watch"}
+    assert {key: summarise_module.method_name(*key) for key in names} == names
+
+
+def test_without_rliable_it_says_in_one_line_what_to_install(tmp_path):
+    (tmp_path / "rliable.py").write_text("raise ModuleNotFoundError(\"No module named 'rliable'\", name='rliable')\n")
+    result = subprocess.run([sys.executable, SUMMARISE, "runs/*", "--out-dir", str(tmp_path / "out")],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 1 and not (tmp_path / "out").exists()
+    assert result.stderr.splitlines() == [
+        "error: summarise.py needs rliable, which is not installed: pip install -r tests/results/requirements.txt"]

@@ -5,21 +5,30 @@ runs with the same env and exp_name are seeds of one curve. A resumed run writes
 evaluations come out as one curve. An argument ending in .csv is an evaluations.csv of an earlier summary: its runs
 join the others (the seeds whose logs are gone), and a run folder of the same env, exp_name and seed replaces them.
 
+    pip install -r tests/results/requirements.txt   # rliable and matplotlib: this tool's, not the scripts'
     python tests/results/summarise.py runs/* --out-dir results --steps 100000 300000 500000 1000000
     python tests/results/summarise.py tests/results/rows/evaluations.csv runs/* --out-dir tests/results/rows
 
-Writes OUT_DIR/evaluations.csv (env_id, exp_name, seed, env_step, return), OUT_DIR/table.md (per curve, the
-evaluation at or just before each of --steps env steps after the --warmup, as the rows' budgets count them: the mean
-over seeds, each seed in brackets; then each seed's final and best evaluation and the mean of its last third) and OUT_DIR/{env_id}.png (needs matplotlib, `pip install matplotlib`; it is not
-a requirement of the scripts, and without it the PNGs are skipped with a note).
+Writes OUT_DIR/evaluations.csv (env_id, exp_name, seed, env_step, return), OUT_DIR/table.md and OUT_DIR/{env_id}.png.
+The table has a line per curve: the evaluation at or just before each of --steps env steps after the --warmup, as
+the rows' budgets count them (the mean over seeds, each seed in brackets); each seed's final and best evaluation and
+the mean of its last third of evaluations; then, over seeds, the interquartile mean (IQM) with its 95%
+stratified-bootstrap interval (rliable, Agarwal et al. 2021) of the final evaluation and of the mean of each seed's
+last 3 evaluations. The PNG draws each curve's IQM over seeds at the evaluation steps all its seeds share, with the
+interval as a band and each seed as a thin line; a curve of one seed is that seed's evaluations.
 """
 import argparse
 import collections
 import csv
+import importlib
 import os
+import re
 import sys
 
 import numpy as np
+
+CONFIDENCE = 0.95
+METHODS = {"nclql": "NC-LQL", "lql": "LQL"}  # the scripts, as the legends name them
 
 
 def read_run(run_dir: str) -> dict | None:
@@ -58,6 +67,126 @@ def last_third_mean(points) -> float:
     return float(np.mean(values[-max(1, len(values) // 3):]))
 
 
+def last_three_mean(points) -> float:
+    """The mean of the run's last 3 evaluations (of all it has, if fewer)."""
+    return float(np.mean([value for _, value in points[-3:]]))
+
+
+def iqm_and_interval(scores: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each column of `scores` (seeds x columns): the IQM over seeds and its 95% interval, the low and high ends.
+
+    The IQM is rliable's aggregate_iqm, the 25% trimmed mean (with fewer than 4 seeds nothing is trimmed: the mean);
+    the interval is the percentile interval of `reps` stratified-bootstrap resamples of the seeds (one task, so the
+    seeds are resampled within it). rliable resamples each column on its own, so over columns the intervals are
+    pointwise. Its resampling draws from numpy's global generator: seeded here, so the same scores give the same
+    interval whatever was computed before."""
+    from rliable import library
+
+    np.random.seed(0)
+    point, interval = library.get_interval_estimates({"curve": scores[:, None, :]}, iqm_of_each_column, reps=reps,
+                                                     confidence_interval_size=CONFIDENCE)
+    return point["curve"], interval["curve"][0], interval["curve"][1]
+
+
+def iqm_of_each_column(scores: np.ndarray) -> np.ndarray:
+    """rliable's aggregate_iqm (scipy's 25% trimmed mean) over the seeds of each column: scores is seeds x 1 task x
+    columns, as rliable passes it (resampled)."""
+    import scipy.stats
+
+    return scipy.stats.trim_mean(scores[:, 0], 0.25, axis=0)
+
+
+def method_name(env_id: str, exp_name: str) -> str:
+    """A legend's name for a run: results_nclql-hopper (on Hopper-v4) -> NC-LQL, results_lql-step1e-3 -> LQL (step
+    1e-3), results_lql-annealed-steps -> LQL, annealed steps; an exp_name of another form is shown as it is."""
+    match = re.fullmatch(r"results_(nclql|lql)-(.+)", exp_name)
+    if not match:
+        return exp_name
+    method, variant = METHODS[match[1]], match[2]
+    if variant == env_id.split("-")[0].lower():  # the row of the env itself, e.g. nclql-hopper
+        return method
+    if variant.startswith("step"):
+        return f"{method} (step {variant[len('step'):]})"
+    if variant == "annealed-steps":
+        return f"{method}, annealed steps"
+    return exp_name
+
+
+def seeds_label(count: int) -> str:
+    return f"{count} seed{'s' if count > 1 else ''}"
+
+
+def table_lines(curves: dict, steps: list[int], warmup: int, reps: int) -> list[str]:
+    header = ("| env | run | seeds | " + " | ".join(f"{s:,}" for s in steps)
+              + " | final | best | mean of the last third of evals | final: IQM [95% CI] | mean of the last 3 evals"
+                " | last 3 evals: IQM [95% CI] |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for (env_id, exp_name), seeds in curves.items():
+        cells = []
+        for step in steps:
+            values = [at_or_before(run["points"], step + warmup) for run in seeds]
+            known = [v for v in values if v is not None]
+            reached = all(run["points"][-1][0] >= step + warmup for run in seeds)
+            cells.append(f"{np.mean(known):.1f} ({', '.join(f'{v:.1f}' for v in known)})"
+                         if len(known) == len(values) and reached else "")
+        finals = [run["points"][-1][1] for run in seeds]
+        last_threes = [last_three_mean(run["points"]) for run in seeds]
+        for per_seed in (finals, [max(v for _, v in run["points"]) for run in seeds],
+                         [last_third_mean(run["points"]) for run in seeds]):
+            cells.append(f"{np.mean(per_seed):.1f} ({', '.join(f'{v:.1f}' for v in per_seed)})")
+        iqm, low, high = iqm_and_interval(np.array([finals, last_threes]).T, reps)
+        cells.append(f"{iqm[0]:.1f} [{low[0]:.1f}, {high[0]:.1f}] ({seeds_label(len(seeds))})")
+        cells.append(f"{np.mean(last_threes):.1f} ({', '.join(f'{v:.1f}' for v in last_threes)})")
+        cells.append(f"{iqm[1]:.1f} [{low[1]:.1f}, {high[1]:.1f}] ({seeds_label(len(seeds))})")
+        lines.append(f"| {env_id} | {exp_name} | {', '.join(r['seed'] for r in seeds)} | " + " | ".join(cells) + " |")
+    lines += ["", f"IQM: interquartile mean over seeds (rliable: the 25% trimmed mean; with fewer than 4 seeds it is "
+                  f"the mean); [95% CI]: percentile interval of {reps:,} stratified-bootstrap resamples of the seeds. "
+                  f"With 1 or 2 seeds the interval only spans the seeds' values: read the seeds' own values beside it."]
+    return lines
+
+
+def plot_env(env_id: str, curves: dict, out_dir: str, title: str, reps: int) -> str:
+    """Write OUT_DIR/{env_id}.png, each curve's IQM over seeds with its interval band and thin seed lines; its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
+    names = sorted({method_name(env, exp_name) for env, exp_name in curves})
+    several_seeds = False
+    for (env, exp_name), seeds in curves.items():
+        if env != env_id:
+            continue
+        name = method_name(env, exp_name)
+        color, label = f"C{names.index(name)}", f"{name} ({seeds_label(len(seeds))})"  # a method's colour in every env
+        if len(seeds) == 1:
+            steps, values = zip(*seeds[0]["points"])
+            ax.plot(steps, values, color=color, linewidth=2, label=label)
+            continue
+        several_seeds = True
+        for run in seeds:
+            steps, values = zip(*run["points"])
+            ax.plot(steps, values, color=color, alpha=0.35, linewidth=0.8)
+        common = sorted(set.intersection(*(set(s for s, _ in run["points"]) for run in seeds)))
+        scores = np.array([[dict(run["points"])[s] for s in common] for run in seeds])
+        iqm, low, high = iqm_and_interval(scores, reps)
+        ax.fill_between(common, low, high, color=color, alpha=0.2, linewidth=0)
+        ax.plot(common, iqm, color=color, linewidth=2, label=label)
+    ax.set_xlabel("env steps (warm-up included)")
+    ax.set_ylabel("evaluation return (episode mean)")
+    drawn = ("line: IQM over seeds, band: its 95% bootstrap CI, thin lines: each seed" if several_seeds
+             else "each line: one seed's evaluations")
+    ax.set_title(f"{env_id} {title}".strip() + f"\n{drawn}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"{env_id}.png")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", help="run folders, and evaluations.csv files of earlier summaries")
@@ -66,7 +195,16 @@ def main():
     parser.add_argument("--warmup", type=int, default=30_000,
                         help="env steps of the warm-up (--learning-starts): --steps count env steps after it")
     parser.add_argument("--title", default="", help="added to each plot's title (e.g. the protocol)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of each interval")
     cli = parser.parse_args()
+    for module in ("rliable", "matplotlib"):  # this tool's own requirements, not the scripts'
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            sys.exit(f"error: summarise.py needs {e.name}, which is not installed: "
+                     f"pip install -r tests/results/requirements.txt")
+    if cli.reps < 1:
+        sys.exit(f"error: --reps must be positive, got {cli.reps}")
 
     runs = {}  # (env_id, exp_name, seed) -> run: a run folder replaces a CSV's run of the same seed
     for path in sorted(cli.run_dirs, key=lambda path: not path.endswith(".csv")):
@@ -89,55 +227,12 @@ def main():
             writer.writerows([run["env_id"], run["exp_name"], run["seed"], step, value]  # exact: tables re-read it
                              for step, value in run["points"])
 
-    header = ("| env | run | seeds | " + " | ".join(f"{s:,}" for s in cli.steps)
-              + " | final | best | mean of the last third of evals |")
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for (env_id, exp_name), seeds in curves.items():
-        cells = []
-        for step in cli.steps:
-            values = [at_or_before(run["points"], step + cli.warmup) for run in seeds]
-            known = [v for v in values if v is not None]
-            reached = all(run["points"][-1][0] >= step + cli.warmup for run in seeds)
-            cells.append(f"{np.mean(known):.1f} ({', '.join(f'{v:.1f}' for v in known)})"
-                         if len(known) == len(values) and reached else "")
-        for per_seed in ([run["points"][-1][1] for run in seeds], [max(v for _, v in run["points"]) for run in seeds],
-                         [last_third_mean(run["points"]) for run in seeds]):
-            cells.append(f"{np.mean(per_seed):.1f} ({', '.join(f'{v:.1f}' for v in per_seed)})")
-        lines.append(f"| {env_id} | {exp_name} | {', '.join(r['seed'] for r in seeds)} | " + " | ".join(cells) + " |")
+    lines = table_lines(curves, cli.steps, cli.warmup, cli.reps)
     with open(os.path.join(cli.out_dir, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed (`pip install matplotlib`): no PNG written", file=sys.stderr)
-        return
     for env_id in sorted({env for env, _ in curves}):
-        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-        for index, ((env, exp_name), seeds) in enumerate(curves.items()):
-            if env != env_id:
-                continue
-            color = f"C{index}"
-            for run in seeds:
-                steps, values = zip(*run["points"])
-                ax.plot(steps, values, color=color, alpha=0.35, linewidth=1)
-            common = sorted(set.intersection(*(set(s for s, _ in run["points"]) for run in seeds)))
-            mean = [np.mean([dict(run["points"])[s] for run in seeds]) for s in common]
-            label = f"{exp_name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
-            ax.plot(common, mean, color=color, linewidth=2, label=label)
-        ax.set_xlabel("env steps (warm-up included)")
-        ax.set_ylabel("evaluation return")
-        ax.set_title(f"{env_id} {cli.title}".strip())
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(cli.out_dir, f"{env_id}.png")
-        fig.savefig(path)
-        plt.close(fig)
+        path = plot_env(env_id, curves, cli.out_dir, cli.title, cli.reps)
         print(f"wrote {path} ({os.path.getsize(path) / 1e3:.0f} KB)")
 
 
