@@ -105,8 +105,18 @@ def test_the_legends_name_the_method_of_each_results_row():
              ("Hopper-v4", "results_lql-step1e-3"): "LQL (step 1e-3)",
              ("Hopper-v4", "results_lql-annealed-steps"): "LQL, annealed steps",
              ("Hopper-v4", "results_nclql-hopper-500k"): "results_nclql-hopper-500k",  # not a row: as it is
+             ("Hopper-v4", "results_nclql-hopper-fp32"): "NC-LQL, fp32 chain",
+             ("Hopper-v4", "results_nclql-60k-autotune-w"): "NC-LQL, w tuned",
              ("Hopper-v4", "sampler-watch"): "sampler-watch"}
     assert {key: summarise_module.method_name(*key) for key in names} == names
+    # every row of the runner has a method's name, not its run name
+    spec = importlib.util.spec_from_file_location("run_results", os.path.join(os.path.dirname(SUMMARISE),
+                                                                              "run_results.py"))
+    run_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_results)
+    unnamed = [row for row, (_, env_id, *_) in run_results.ROWS.items()
+               if summarise_module.method_name(env_id, f"results_{row}").startswith("results_")]
+    assert not unnamed, f"rows the legends would show by their run names: {unnamed}"
 
 
 def test_without_rliable_it_says_in_one_line_what_to_install(tmp_path):

@@ -47,14 +47,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SWEEP = {f"lql-step{step_lr}": ("lql", "Hopper-v4", 300_000, (1,), ["--step-lr", step_lr, "--eval-frequency", "25000",
                                                                      "--no-bf16-chain"])
          for step_lr in ("1e-4", "3e-4", "1e-3", "3e-3")}
+# --autotune-w's study (issue 30): Hopper-v4, 10,000 random env steps then 60,000, evaluated every 10,000, 5 seeds, on
+# the fp32 chain: the authors' fixed w, and w tuned with the normalised gradient and without it
+W_STUDY = {f"nclql-60k-{variant}": ("nclql", "Hopper-v4", 60_000, (1, 2, 3, 4, 5),
+                                    ["--learning-starts", "10000", "--eval-frequency", "10000", "--no-bf16-chain",
+                                     *options])
+           for variant, options in [("fixed-w", []), ("autotune-w", ["--autotune-w"]),
+                                    ("autotune-w-no-grad-norm", ["--autotune-w", "--no-q-grad-norm"])]}
 # row: (script, env id, env steps after the warm-up (--total-timesteps), seeds, options beyond the protocol's)
 ROWS = {
     "nclql-hopper": ("nclql", "Hopper-v4", 1_000_000, (1, 2), []),
+    "nclql-hopper-fp32": ("nclql", "Hopper-v4", 1_000_000, (3,), ["--no-bf16-chain"]),  # seeds 1-2 ran --bf16-chain
     "lql-hopper": ("lql", "Hopper-v4", 1_000_000, (1,), []),
-    "nclql-walker2d": ("nclql", "Walker2d-v4", 500_000, (1,), []),
+    "nclql-walker2d": ("nclql", "Walker2d-v4", 1_000_000, (1,), []),  # to 500k before 2026-12-04
     "nclql-halfcheetah": ("nclql", "HalfCheetah-v4", 500_000, (1,), []),
+    "nclql-ant": ("nclql", "Ant-v4", 1_000_000, (1,), []),
+    "nclql-humanoid": ("nclql", "Humanoid-v4", 1_000_000, (1,), []),
     **SWEEP,
     "lql-annealed-steps": ("lql", "Hopper-v4", 1_000_000, (1,), ["--annealed-step-sizes"]),
+    **W_STUDY,
 }
 # What names a run, so that the runner finds its checkpoint: --extra-options may not change it
 RUN_NAMING_OPTIONS = ("--env-id", "--seed", "--exp-name", "--resume")

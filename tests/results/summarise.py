@@ -29,6 +29,8 @@ import numpy as np
 
 CONFIDENCE = 0.95
 METHODS = {"nclql": "NC-LQL", "lql": "LQL"}  # the scripts, as the legends name them
+VARIANTS = {"annealed-steps": "annealed steps", "60k-fixed-w": "fixed w", "60k-autotune-w": "w tuned",
+            "60k-autotune-w-no-grad-norm": "w tuned, no grad norm"}  # run_results.py's rows beyond a method and env
 
 
 def read_run(run_dir: str) -> dict | None:
@@ -98,7 +100,8 @@ def iqm_of_each_column(scores: np.ndarray) -> np.ndarray:
 
 def method_name(env_id: str, exp_name: str) -> str:
     """A legend's name for a run: results_nclql-hopper (on Hopper-v4) -> NC-LQL, results_lql-step1e-3 -> LQL (step
-    1e-3), results_lql-annealed-steps -> LQL, annealed steps; an exp_name of another form is shown as it is."""
+    1e-3), results_lql-annealed-steps -> LQL, annealed steps, results_nclql-hopper-fp32 -> NC-LQL, fp32 chain; an
+    exp_name of another form is shown as it is."""
     match = re.fullmatch(r"results_(nclql|lql)-(.+)", exp_name)
     if not match:
         return exp_name
@@ -107,8 +110,10 @@ def method_name(env_id: str, exp_name: str) -> str:
         return method
     if variant.startswith("step"):
         return f"{method} (step {variant[len('step'):]})"
-    if variant == "annealed-steps":
-        return f"{method}, annealed steps"
+    if variant in VARIANTS:
+        return f"{method}, {VARIANTS[variant]}"
+    if variant == f"{env_id.split('-')[0].lower()}-fp32":  # e.g. nclql-hopper-fp32: the row on the fp32 chain
+        return f"{method}, fp32 chain"
     return exp_name
 
 
