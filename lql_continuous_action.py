@@ -53,10 +53,10 @@ class Args:
 
     # Tuning w during training, as SAC tunes its temperature (beyond the paper; README: Tuning w)
     autotune_w: bool = False  # move log w toward --target-entropy (off: w stays --w, as the authors have it)
-    target_entropy: float = -1.0  # nats per action dimension (entropy_bound): -1 is SAC's target, -act_dim in all
+    target_entropy: float = -1.0  # nats per action dimension (entropy_bound, -5.49 to 1.42): SAC's -act_dim in all
     w_lr: float = 0.2  # each tuning step moves log w by w_lr * (measured entropy - target)
     w_tune_interval: int = 250  # updates between tuning steps; each draws the sampler's probe chains (README: cost)
-    w_tune_start: int = 1000  # updates before the first tuning step (the first critics are random)
+    w_tune_start: int = 1000  # no tuning step before this update (the first critics are random)
     w_bounds: tuple[float, float] = (1.0, 1000.0)  # w stays within these (normalised, spread rises again above ~1000)
 
     # Run, logging and checkpoints
@@ -369,8 +369,8 @@ def sampler_statistics(critic: nn.Module, probe_obs: torch.Tensor, args: Args,
     trace, num_states = [], len(probe_obs)
     actions = probe_chains(functools.partial(langevin_policy, w=w), critic, probe_obs, args, trace).flatten(0, 1)
     obs = probe_obs.repeat_interleave(args.sampler_probe_chains, 0)
-    uniform = torch.rand(actions.shape, generator=torch.Generator(obs.device).manual_seed(args.eval_seed),
-                         device=obs.device) * 2 - 1
+    generator = torch.Generator(obs.device).manual_seed(args.eval_seed + 1)  # + 1: not the chains' own start
+    uniform = torch.rand(actions.shape, generator=generator, device=obs.device) * 2 - 1
     with torch.no_grad():
         q_gain = (critic(obs, actions).min(0).values - critic(obs, uniform).min(0).values).mean().item()
     stats = {"sampler/q_gain": q_gain}
@@ -399,13 +399,14 @@ def draw_probe(rb: ReplayBuffer, args: Args) -> torch.Tensor:
 def tune_w(w: torch.Tensor, policy, critic: nn.Module, probe_obs: torch.Tensor, args: Args) -> dict[str, float]:
     """One step of the rule that tunes w as SAC tunes its temperature: measure the policy's entropy_bound on the
     probe's chains (what sampler/entropy/ shows after the last block) and move log w toward the target:
-        log w <- clip(log w + w_lr * (entropy - target_entropy), log w_min, log w_max)
+        w <- clip(w * exp(w_lr * (entropy - target_entropy)), w_min, w_max)   (a step of log w)
     Too much entropy raises w (a colder policy: with the normalised gradient, longer steps toward a mode; without it,
     a sharper exp(w Q)); too little lowers it. w changes in place, and the policy reads it at every call: acting, the
     TD target's a' and evaluation all sample at the tuned w. Returns the entropy measured and the new w."""
     entropy = entropy_bound(probe_chains(policy, critic, probe_obs, args)).item()
-    log_w = w.log() + args.w_lr * (entropy - args.target_entropy)
-    w.copy_(log_w.clamp(math.log(args.w_bounds[0]), math.log(args.w_bounds[1])).exp())
+    if not math.isfinite(entropy):  # a non-finite critic: stop the run, as check_finite does, before w takes it
+        raise FloatingPointError(f"non-finite policy entropy {entropy} when tuning w")
+    w.copy_((w.log() + args.w_lr * (entropy - args.target_entropy)).exp().clamp(*args.w_bounds))
     return {"charts/entropy_bound": entropy, "charts/w": w.item()}
 
 
@@ -443,7 +444,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         global_step, learning_step, num_updates, last_eval_step, eval_returns, probe, tuned_w = restore_run(
             checkpoint, args, critic, critic_target, optimizer, rb, envs)
     # --autotune-w: tune_w changes w in place. float64: w = --w then draws exactly what the float --w draws
-    w = torch.tensor(tuned_w or args.w, dtype=torch.float64, device=rb.device) if args.autotune_w else None
+    w = torch.tensor(args.w if tuned_w is None else tuned_w, dtype=torch.float64, device=rb.device) \
+        if args.autotune_w else None
     writer = open_writer(args, run_dir, checkpoint)
     policy, draw_next_actions = fast_path(critic, critic_target, args, w)
     summary = {"run_dir": run_dir, "eval_returns": eval_returns, "checkpoint": None, "exit_code": 0}
@@ -557,10 +559,16 @@ def validate_args(args: Args) -> None:
     checks += [(values[k] >= 0, f"--{k.replace('_', '-')} must be >= 0, got {values[k]}")
                for k in ["learning_starts", "seed", "eval_seed", "sampler_stats_interval", "w_lr", "w_tune_start"]]
     w_min, w_max = args.w_bounds
+    tuning_options = [f"--{k.replace('_', '-')}" for k in ("target_entropy", "w_lr", "w_tune_interval", "w_tune_start",
+                                                           "w_bounds") if values[k] != getattr(Args, k)]
     checks += [(all(math.isfinite(b) for b in args.w_bounds) and 0 < w_min <= w_max,
                 f"--w-bounds must be two finite numbers 0 < MIN <= MAX, got {w_min} {w_max}"),
-               (not args.autotune_w or w_min <= args.w <= w_max,
-                f"--autotune-w starts at --w ({args.w}), which must lie within --w-bounds ({w_min}, {w_max})")]
+               (not args.autotune_w or args.eval_checkpoint or w_min <= args.w <= w_max,
+                f"--autotune-w starts at --w ({args.w}), which must lie within --w-bounds ({w_min}, {w_max})"),
+               (-5.49 < args.target_entropy < 1.42, f"--target-entropy {args.target_entropy} cannot be reached: the "
+                f"bound lies between -5.49 (a deterministic policy) and 1.42 (every coordinate on a face, half each)"),
+               (args.autotune_w or not tuning_options, f"{', '.join(tuning_options)} act only with --autotune-w: add "
+                                                       f"it, or drop them")]
     checks += [(args.sampler_probe_chains >= 2, f"--sampler-probe-chains must be >= 2 (a spread needs two chains), got "
                                                 f"{args.sampler_probe_chains}")]
     on_cpu = training_device(args).type == "cpu"
@@ -649,8 +657,9 @@ def check_run(args: Args, checkpoint: dict | None) -> tuple[int, int, dict | Non
     validate_args(args)
     obs_dim, act_dim = check_env(args)
     checkpoint = checkpoint or (load_checkpoint(args.resume) if args.resume else None)
-    if checkpoint:
-        check_same_options(args, checkpoint["args"], [k for k in checkpoint["args"] if k not in RESUME_MAY_CHANGE])
+    if checkpoint:  # with --autotune-w the probe is what w is tuned on: it may not change either
+        check_same_options(args, checkpoint["args"], [k for k in checkpoint["args"] if k not in RESUME_MAY_CHANGE
+                                                      or (args.autotune_w and k.startswith("sampler_probe"))])
     run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
         f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     return obs_dim, act_dim, checkpoint, run_dir
@@ -844,7 +853,9 @@ def print_resume_status(args: Args, global_step: int, num_updates: int, refill_i
 
 # COMMAND LINE
 def evaluate_checkpoint(args: Args, checkpoint: dict | None = None) -> dict:
-    """--eval-checkpoint: run --eval-episodes episodes with a saved critic and print their returns; train nothing."""
+    """--eval-checkpoint: run --eval-episodes episodes with a saved critic and print their returns; train nothing.
+    A run of --autotune-w is evaluated at its tuned w, as the run evaluated (a float64 tensor, as fast_path binds it),
+    unless --w gives another."""
     validate_args(args)
     obs_dim, act_dim = check_env(args)
     checkpoint = checkpoint or load_checkpoint(args.eval_checkpoint)
@@ -852,6 +863,9 @@ def evaluate_checkpoint(args: Args, checkpoint: dict | None = None) -> dict:
     critic = make_critic(args, obs_dim, act_dim)
     load_critic(critic, checkpoint["critic"], args.eval_checkpoint)
     policy = compile_policy(langevin_policy) if args.compile else langevin_policy
+    if checkpoint.get("w") is not None and args.w == checkpoint["args"]["w"]:
+        policy = functools.partial(policy, w=torch.tensor(checkpoint["w"], dtype=torch.float64,
+                                                          device=training_device(args)))
     run_name = f"{os.path.basename(os.path.dirname(os.path.abspath(args.eval_checkpoint)))}/eval_checkpoint"
     eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, run_name)
     returns = evaluate(eval_envs, policy, critic, args)
@@ -869,9 +883,8 @@ def main(argv: list[str] | None = None) -> int:
         # Options not given are the checkpoint's (not its --resume, nor, to evaluate, its logging and speed options)
         if checkpoint:
             saved = checkpoint["args"] | {"resume": None, "eval_checkpoint": None}
-            if args.eval_checkpoint:  # and a tuned w (--autotune-w) is the policy's w
-                saved |= {"track": False, "capture_video": False, "bf16_chain": False, "w": checkpoint.get("w") or
-                          saved["w"]}
+            if args.eval_checkpoint:
+                saved |= {"track": False, "capture_video": False, "bf16_chain": False}
             args = tyro.cli(Args, args=argv, default=Args(**saved))
         run = evaluate_checkpoint if args.eval_checkpoint else train
         return run(args, checkpoint)["exit_code"]

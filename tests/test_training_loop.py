@@ -43,6 +43,10 @@ def script_path(script):
     (["--capture-video"], "pip install moviepy"),
     (["--sampler-probe-chains", "1"], "--sampler-probe-chains must be >= 2"),
     (["--sampler-stats-interval", "-1"], "--sampler-stats-interval must be >= 0"),
+    (["--w-lr", "0.5", "--target-entropy", "-2"], "--target-entropy, --w-lr act only with --autotune-w"),
+    (["--autotune-w", "--target-entropy", "2"], "--target-entropy 2.0 cannot be reached"),
+    (["--autotune-w", "--w", "2000"], "must lie within --w-bounds (1.0, 1000.0)"),
+    (["--autotune-w", "--w-bounds", "100", "10"], "--w-bounds must be two finite numbers 0 < MIN <= MAX"),
     # sizes no machine has (Humanoid's 376-D observations: 3 TB of replay buffer; 12 TB of envs)
     (["--env-id", "Humanoid-v4", "--buffer-size", "1000000000"], "GiB for the replay buffer (376-D observations)"),
     (["--eval-episodes", "10000000"], "MiB an env, more than the"),

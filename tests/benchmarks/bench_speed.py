@@ -250,7 +250,8 @@ def main():
             for path in cli.paths:
                 for precision in [p for p in cli.precisions if p == "fp32" or has_bf16_matmul(device)]:
                     (update_ms, act_ms, first_s, flops, ratio, bf16_ratio, stats_ms, stats_first_s, stats_share,
-                     tune_ms, tune_share) = time_update_and_act(SCRIPTS[name], device, path == "compile", precision == "bf16", cli)
+                     tune_ms, tune_share) = time_update_and_act(SCRIPTS[name], device, path == "compile",
+                                                                precision == "bf16", cli)
                     floor_ms = flops / (gflops * 1e9) * 1e3  # at the rate measured at the start, for the table
                     rows.append({"name": name, "path": path, "precision": precision, "device": device,
                                  "update_ms": update_ms, "act_ms": act_ms, "gflop": flops / 1e9, "floor_ms": floor_ms,
