@@ -1,11 +1,14 @@
 """tests/results/summarise.py: the results table from TensorBoard logs, and the same table from its own CSV; the IQM
 over seeds with its bootstrap interval; the legends' method names; the one-line error without the tool's extras."""
+import contextlib
 import csv
 import importlib.util
+import io
 import os
 import re
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -27,11 +30,21 @@ def write_run(runs_dir, seed: int, evaluations=None) -> str:
     return run_dir
 
 
+def load_tool(name: str):
+    """A results tool as a module (tests/results is no package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(SUMMARISE), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def summarise(out_dir, *sources, steps=("50000", "100000", "200000")) -> list[str]:
+    """The tool's command line, run in this process (its imports, rliable's and matplotlib's, are paid once)."""
     pytest.importorskip("rliable")
     pytest.importorskip("matplotlib")
-    subprocess.run([sys.executable, SUMMARISE, *map(str, sources), "--out-dir", str(out_dir), "--steps", *steps,
-                    "--reps", "200"], check=True, capture_output=True)  # 200 bootstrap resamples: enough here
+    argv = [SUMMARISE, *map(str, sources), "--out-dir", str(out_dir), "--steps", *steps, "--reps", "200"]  # enough
+    with mock.patch.object(sys, "argv", argv), contextlib.redirect_stdout(io.StringIO()):
+        load_tool("summarise").main()
     with open(os.path.join(out_dir, "table.md")) as f:
         return f.read().splitlines()
 
@@ -97,9 +110,7 @@ def test_the_iqm_over_eight_seeds_drops_the_two_lowest_and_highest_and_its_inter
 
 
 def test_the_legends_name_the_method_of_each_results_row():
-    spec = importlib.util.spec_from_file_location("summarise", SUMMARISE)
-    summarise_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(summarise_module)
+    summarise_module = load_tool("summarise")
     names = {("Hopper-v4", "results_nclql-hopper"): "NC-LQL", ("Hopper-v4", "results_lql-hopper"): "LQL",
              ("Walker2d-v4", "results_nclql-walker2d"): "NC-LQL",
              ("Hopper-v4", "results_lql-step1e-3"): "LQL (step 1e-3)",
@@ -110,10 +121,7 @@ def test_the_legends_name_the_method_of_each_results_row():
              ("Hopper-v4", "sampler-watch"): "sampler-watch"}
     assert {key: summarise_module.method_name(*key) for key in names} == names
     # every row of the runner has a method's name, not its run name
-    spec = importlib.util.spec_from_file_location("run_results", os.path.join(os.path.dirname(SUMMARISE),
-                                                                              "run_results.py"))
-    run_results = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_results)
+    run_results = load_tool("run_results")
     unnamed = [row for row, (_, env_id, *_) in run_results.ROWS.items()
                if summarise_module.method_name(env_id, f"results_{row}").startswith("results_")]
     assert not unnamed, f"rows the legends would show by their run names: {unnamed}"
