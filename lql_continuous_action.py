@@ -57,7 +57,7 @@ class Args:
     w_lr: float = 0.2  # each tuning step moves log w by w_lr * (measured entropy - target)
     w_tune_interval: int = 250  # updates between tuning steps; each draws the sampler's probe chains (README: cost)
     w_tune_start: int = 1000  # no tuning step before this update (the first critics are random)
-    w_bounds: tuple[float, float] = (1.0, 1000.0)  # w stays within these (normalised, spread rises again above ~1000)
+    w_bounds: tuple[float, float] = (1.0, 1000.0)  # w stays within these (normalised, w past 1000 barely narrows pi)
 
     # Run, logging and checkpoints
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # names the run folder runs/{env_id}__{exp_name}__...
