@@ -257,10 +257,11 @@ def test_a_bf16_chain_run_resumes_without_it_on_a_cpu_without_bf16_matmul(script
     torch.save(checkpoint, path)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    code = script.main(["--resume", path, "--total-timesteps", "60"])
+    on_cpu = ["--no-cuda"]  # the CPU's bf16: on a machine with a GPU the run would resume there
+    code = script.main(["--resume", path, "--total-timesteps", "60", *on_cpu])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--no-bf16-chain to resume" in err, (code, err)
-    assert script.main(["--resume", path, "--total-timesteps", "60", "--no-bf16-chain"]) == 0
+    assert script.main(["--resume", path, "--total-timesteps", "60", "--no-bf16-chain", *on_cpu]) == 0
     resumed = torch.load(path, weights_only=True)
     assert resumed["learning_step"] > 60 and resumed["args"]["bf16_chain"] is False, resumed["args"]
 

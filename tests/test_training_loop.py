@@ -68,7 +68,7 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_sizes(script, tmp_p
     default Hopper buffer (108 MB) does not fit in 64 MiB; where the memory cannot be read, nothing is refused."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(script, "available_memory", lambda: 64 * 2**20)
-    code = script.main(["--env-id", "Hopper-v4"])
+    code = script.main(["--env-id", "Hopper-v4", "--no-cuda"])  # the CPU's memory: on a GPU the buffer lives there
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, (code, err)
     assert "--buffer-size 1,000,000 needs 103 MiB" in err and "than the 64 MiB of cpu memory available" in err, err
