@@ -12,6 +12,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from torch.utils.tensorboard import SummaryWriter
 
 SUMMARISE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "summarise.py")
@@ -134,3 +135,30 @@ def test_without_rliable_it_says_in_one_line_what_to_install(tmp_path):
     assert result.returncode == 1 and not (tmp_path / "out").exists()
     assert result.stderr.splitlines() == [
         "error: summarise.py needs rliable, which is not installed: pip install -r tests/results/requirements.txt"]
+
+
+def test_w_curves_reads_each_runs_w_and_its_last_levels_entropy(tmp_path):
+    """tests/results/w_curves.py, the figure of --autotune-w's study: a tuned run's w is its charts/w, a fixed run's
+    its --w; the entropy is the last level's (level_10 after level_9: sorted by number, not by name)."""
+    pytest.importorskip("matplotlib")
+    runs = []
+    for exp_name, tuned in (("results_nclql-60k-autotune-w", True), ("results_nclql-60k-fixed-w", False)):
+        run_dir = str(tmp_path / f"Hopper-v4__{exp_name}__1__1700000000")
+        writer = SummaryWriter(run_dir)
+        for i, step in enumerate((20_000, 30_000, 40_000)):
+            writer.add_scalar("eval/episodic_return", 100.0 * (i + 1), step)
+            writer.add_scalar("sampler/entropy/level_9", -9.0, step)  # not the last level
+            writer.add_scalar("sampler/entropy/level_10", -1.0 - i, step)
+            if tuned:
+                writer.add_scalar("charts/w", 500.0 / (i + 2), step)
+        writer.close()
+        torch.save({"args": {"w": 500.0, "target_entropy": -1.0}}, os.path.join(run_dir, "checkpoint.pt"))
+        runs.append(run_dir)
+    out = io.StringIO()
+    argv = ["w_curves.py", *runs, "--out", str(tmp_path / "w.png")]
+    with mock.patch.object(sys, "argv", argv), contextlib.redirect_stdout(out):
+        load_tool("w_curves").main()
+    # w at the end; the entropy's and the evaluations' last third (one record of three)
+    assert "| NC-LQL, w tuned | 1 | 125.0 | -3.00 | 300.0 |" in out.getvalue(), out.getvalue()
+    assert "| NC-LQL, fixed w | 1 | 500.0 | -3.00 | 300.0 |" in out.getvalue(), out.getvalue()
+    assert os.path.getsize(tmp_path / "w.png") > 1000
