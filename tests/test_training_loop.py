@@ -74,7 +74,7 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_sizes(script, tmp_p
     assert "--buffer-size 1,000,000 needs 103 MiB" in err and "than the 64 MiB of cpu memory available" in err, err
     assert not os.path.exists(tmp_path / "runs")
     monkeypatch.setattr(script, "available_memory", lambda: None)
-    script.check_memory(script.Args(buffer_size=10**12), 11, 3)  # unknown memory: no refusal
+    script.check_memory(script.Args(buffer_size=10**12, cuda=False), 11, 3)  # unknown memory: no refusal
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
 def test_every_non_finite_float_option_is_refused_by_name(script, value, tmp_path, monkeypatch, capsys):

@@ -31,11 +31,15 @@ def w_and_entropy(run_dir: str) -> dict:
     scalars = read_sampler_scalars(run_dir)
     entropy_tags = sorted((tag for tag in scalars if tag.startswith("sampler/entropy/")), key=group_index)
     if not entropy_tags:
-        raise SystemExit(f"error: {run_dir} logged no sampler/entropy (a run with --sampler-stats-interval 0, or older)")
-    args = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=True)["args"]
+        raise SystemExit(f"error: {run_dir} logged no sampler/entropy (--sampler-stats-interval 0, or an older run)")
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.exists(checkpoint):
+        raise SystemExit(f"error: {run_dir} has no checkpoint.pt, which holds the run's options (--w)")
+    args = torch.load(checkpoint, map_location="cpu", weights_only=True)["args"]
     tuned = "charts/w" in scalars
     entropy = scalars[entropy_tags[-1]]
-    w = scalars["charts/w"] if tuned else [(entropy[0][0], args["w"]), (entropy[-1][0], args["w"])]
+    # w from --w until the first tuning step (a tuned run that never reached --w-tune-start is drawn at its --w)
+    w = [(entropy[0][0], args["w"])] + (scalars["charts/w"] if tuned else [(entropy[-1][0], args["w"])])
     return run | {"w": w, "entropy": entropy, "target_entropy": args["target_entropy"] if tuned else None}
 
 
@@ -59,7 +63,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     figure, (w_axis, entropy_axis) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
     names = list(dict.fromkeys(method_name(run["env_id"], run["exp_name"]) for run in runs))
-    colors = dict(zip(names, plt.cm.tab10.colors))
+    colors = {name: plt.cm.tab10.colors[i % 10] for i, name in enumerate(names)}
     for run in runs:
         name = method_name(run["env_id"], run["exp_name"])
         entropy_tail = [value for _, value in run["entropy"][-max(1, len(run["entropy"]) // 3):]]
