@@ -99,17 +99,19 @@ def iqm_of_each_column(scores: np.ndarray) -> np.ndarray:
 
 
 def method_name(env_id: str, exp_name: str) -> str:
-    """A legend's name for a run: results_nclql-hopper (on Hopper-v4) -> NC-LQL, results_lql-step1e-3 -> LQL (step
-    1e-3), results_lql-annealed-steps -> LQL, annealed steps, results_nclql-hopper-fp32 -> NC-LQL, fp32 chain; an
-    exp_name of another form is shown as it is."""
+    """A legend's name for a run: results_nclql-hopper (on Hopper-v4) -> NC-LQL, results_lql-step1e-3 and
+    results_lql-hopper-step1e-3 -> LQL (step 1e-3), results_lql-annealed-steps -> LQL, annealed steps,
+    results_nclql-hopper-fp32 -> NC-LQL, fp32 chain; an exp_name of another form is shown as it is."""
     match = re.fullmatch(r"results_(nclql|lql)-(.+)", exp_name)
     if not match:
         return exp_name
     method, variant = METHODS[match[1]], match[2]
     if variant == env_id.split("-")[0].lower():  # the row of the env itself, e.g. nclql-hopper
         return method
-    if variant.startswith("step"):
+    if variant.startswith("step"):  # LQL's step-size sweep, e.g. lql-step3e-4
         return f"{method} (step {variant[len('step'):]})"
+    if variant.startswith(f"{env_id.split('-')[0].lower()}-step"):  # e.g. lql-hopper-step1e-4
+        return f"{method} (step {variant.split('-step')[1]})"
     if variant in VARIANTS:
         return f"{method}, {VARIANTS[variant]}"
     if variant == f"{env_id.split('-')[0].lower()}-fp32":  # e.g. nclql-hopper-fp32: the row on the fp32 chain
