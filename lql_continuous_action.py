@@ -45,7 +45,7 @@ class Args:
 
     # Langevin sampler
     langevin_steps: int = 20  # K: Langevin steps per action (20 = the cost of NC-LQL's 10 levels x 2 steps)
-    step_lr: float = 1e-4  # alpha: the step size of every Langevin step (README: LQL's step size)
+    step_lr: float = 3e-4  # alpha: every Langevin step's size; 3e-4 led a 300k Hopper sweep of 1e-4 to 1e-2 (README)
     annealed_step_sizes: bool = False  # ablation: NC-LQL's 20 step sizes (1.0 down to 1e-4) instead of --step-lr
     w: float = 500.0  # inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a)); --autotune-w starts from it
     q_grad_norm: bool = True  # step along grad_a Q's direction only (authors); off: Langevin on exp(w (Q1 + Q2))
@@ -192,8 +192,8 @@ def langevin_sample(q_fn, batch_size: int, act_dim: int, step_sizes: list[float]
         a ~ U[-1, 1]^act_dim
         for alpha in step_sizes (K of them):  a <- clip(a + (alpha / 2) * w * grad_a q_fn(a) + sqrt(alpha) * z, -1, 1)
     q_fn(actions) is Q at the batch's states, shape (batch,). With grad_norm, grad_a Q is scaled to unit length per
-    sample, so the chain no longer targets exp(w Q) exactly. At the defaults (alpha = 1e-4, w = 500) a normalised step
-    moves 0.5 alpha w = 0.025, and the noise adds sqrt(alpha) = 0.01 per coordinate."""
+    sample, so the chain no longer targets exp(w Q) exactly. At the defaults (alpha = 3e-4, w = 500) a normalised step
+    moves 0.5 alpha w = 0.075, and the noise adds sqrt(alpha) = 0.017 per coordinate."""
     actions = torch.rand(batch_size, act_dim, device=device) * 2 - 1
     for step_size in step_sizes:
         with torch.enable_grad():  # callers run under no_grad; grad of the batch's sum = each row's own grad_a Q
