@@ -97,12 +97,12 @@ def test_the_slurm_array_has_a_task_per_run_of_the_grid_and_the_options_resource
     with open(tmp_path / "batch.sh") as f:
         batch_lines = f.read().splitlines()
     assert {"#SBATCH --partition=cpu-short", "#SBATCH --time=90", "#SBATCH --cpus-per-task=4",
-            "#SBATCH --array=0-2%2"} <= set(batch_lines)  # 3 tasks, 2 at a time
-    # the array's tasks: nclql-hopper's seeds 1 and 2, lql-hopper's seed 1, each with 4 torch threads; none ran here
+            "#SBATCH --array=0-3%2"} <= set(batch_lines)  # 4 tasks, 2 at a time
+    # the array's tasks: the seeds 1 and 2 of nclql-hopper and of lql-hopper, each with 4 torch threads; none ran here
     jobs = [submitit.helpers.DelayedSubmission.load(tmp_path / "runs" / "submitit" / f"4242_{task}_submitted.pkl")
-            for task in range(3)]
+            for task in range(4)]
     assert [(job.function.row, job.function.seed, job.function.threads) for job in jobs] == [
-        ("nclql-hopper", 1, 4), ("nclql-hopper", 2, 4), ("lql-hopper", 1, 4)]
+        ("nclql-hopper", 1, 4), ("nclql-hopper", 2, 4), ("lql-hopper", 1, 4), ("lql-hopper", 2, 4)]
     assert glob.glob(str(tmp_path / "runs" / "Hopper-v4__*")) == []
 
 
