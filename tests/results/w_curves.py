@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,8 +65,7 @@ def main() -> None:
     colors = {name: plt.cm.tab10.colors[i % 10] for i, name in enumerate(names)}
     for run in runs:
         name = method_name(run["env_id"], run["exp_name"])
-        entropy_tail = [value for _, value in run["entropy"][-max(1, len(run["entropy"]) // 3):]]
-        print(f"| {name} | {run['seed']} | {run['w'][-1][1]:.1f} | {np.mean(entropy_tail):.2f} | "
+        print(f"| {name} | {run['seed']} | {run['w'][-1][1]:.1f} | {last_third_mean(run['entropy']):.2f} | "
               f"{last_third_mean(run['points']):.1f} |")
         first_seed = run is next(r for r in runs if method_name(r["env_id"], r["exp_name"]) == name)
         for axis, key in ((w_axis, "w"), (entropy_axis, "entropy")):
