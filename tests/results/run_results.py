@@ -67,6 +67,8 @@ ROWS = {
     "nclql-humanoid": ("nclql", "Humanoid-v4", 1_000_000, (1,), []),
     **SWEEP,
     "lql-annealed-steps": ("lql", "Hopper-v4", 1_000_000, (1,), ["--annealed-step-sizes", "--no-bf16-chain"]),
+    # issue 30: the study's better tuned variant (w_study/: normalised, by the last third's mean and IQMs) to 1M
+    "nclql-hopper-autotune-w": ("nclql", "Hopper-v4", 1_000_000, (1,), ["--autotune-w", "--no-bf16-chain"]),
     **W_STUDY,
 }
 # What names a run, so that the runner finds its checkpoint: --extra-options may not change it
