@@ -441,6 +441,12 @@ def tune_w(w: torch.Tensor, policy, critic: nn.Module, probe_obs: torch.Tensor, 
     return {"charts/entropy_bound": entropy, "charts/w": w.item()}
 
 
+def tuned_w_tensor(w: float, device: torch.device) -> torch.Tensor:
+    """--autotune-w's w, which tune_w changes in place and the policy reads at each call. float64: at w = --w the
+    chain draws exactly what it draws at the float --w."""
+    return torch.tensor(w, dtype=torch.float64, device=device)
+
+
 # TRAINING LOOP
 def training_device(args: Args) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
@@ -475,9 +481,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     if checkpoint:
         global_step, learning_step, num_updates, last_eval_step, eval_returns, probe, tuned_w = restore_run(
             checkpoint, args, critic, critic_target, optimizer, rb, envs)
-    # --autotune-w: tune_w changes w in place. float64: w = --w then draws exactly what the float --w draws
-    w = torch.tensor(args.w if tuned_w is None else tuned_w, dtype=torch.float64, device=rb.device) \
-        if args.autotune_w else None
+    w = tuned_w_tensor(args.w if tuned_w is None else tuned_w, rb.device) if args.autotune_w else None
     writer = open_writer(args, run_dir, checkpoint)
     policy, draw_next_actions = fast_path(critic, critic_target, args, w)
     summary = {"run_dir": run_dir, "eval_returns": eval_returns, "checkpoint": None, "exit_code": 0}
@@ -885,8 +889,7 @@ def print_resume_status(args: Args, global_step: int, num_updates: int, refill_i
 # COMMAND LINE
 def evaluate_checkpoint(args: Args, checkpoint: dict | None = None) -> dict:
     """--eval-checkpoint: run --eval-episodes episodes with a saved critic and print their returns; train nothing.
-    A run of --autotune-w is evaluated at its tuned w, as the run evaluated (a float64 tensor, as fast_path binds it),
-    unless --w gives another."""
+    A run of --autotune-w is evaluated at its tuned w, as the run evaluated, unless --w gives another."""
     validate_args(args)
     obs_dim, act_dim = check_env(args)
     checkpoint = checkpoint or load_checkpoint(args.eval_checkpoint)
@@ -895,8 +898,7 @@ def evaluate_checkpoint(args: Args, checkpoint: dict | None = None) -> dict:
     load_critic(critic, checkpoint["critic"], args.eval_checkpoint)
     policy = compile_policy(langevin_policy) if args.compile else langevin_policy
     if checkpoint.get("w") is not None and args.w == checkpoint["args"]["w"]:
-        policy = functools.partial(policy, w=torch.tensor(checkpoint["w"], dtype=torch.float64,
-                                                          device=training_device(args)))
+        policy = functools.partial(policy, w=tuned_w_tensor(checkpoint["w"], training_device(args)))
     run_name = f"{os.path.basename(os.path.dirname(os.path.abspath(args.eval_checkpoint)))}/eval_checkpoint"
     eval_envs = make_vector_env(args.env_id, args.eval_episodes, args.eval_seed, args.capture_video, run_name)
     returns = evaluate(eval_envs, policy, critic, args)
