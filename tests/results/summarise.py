@@ -29,8 +29,9 @@ import numpy as np
 
 CONFIDENCE = 0.95
 METHODS = {"nclql": "NC-LQL", "lql": "LQL"}  # the scripts, as the legends name them
+# run_results.py's rows beyond a method and env
 VARIANTS = {"annealed-steps": "annealed steps", "60k-fixed-w": "fixed w", "60k-autotune-w": "w tuned",
-            "60k-autotune-w-no-grad-norm": "w tuned, no grad norm", "hopper-autotune-w": "w tuned"}  # run_results.py's rows beyond a method and env
+            "60k-autotune-w-no-grad-norm": "w tuned, no grad norm", "hopper-autotune-w": "w tuned"}
 
 
 def read_run(run_dir: str) -> dict | None:
