@@ -61,8 +61,8 @@ def main() -> None:
     print("| run | seed | w at the end | entropy bound, last third | evaluation, last third |")
     print("|---|---|---|---|---|")
     figure, (w_axis, entropy_axis) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
-    names = list(dict.fromkeys(method_name(run["env_id"], run["exp_name"]) for run in runs))
-    colors = {name: plt.cm.tab10.colors[i % 10] for i, name in enumerate(names)}
+    names = sorted({method_name(run["env_id"], run["exp_name"]) for run in runs})  # summarise.py's order and colours
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
     for run in runs:
         name = method_name(run["env_id"], run["exp_name"])
         print(f"| {name} | {run['seed']} | {run['w'][-1][1]:.1f} | {last_third_mean(run['entropy']):.2f} | "
