@@ -120,6 +120,11 @@ def method_name(env_id: str, exp_name: str) -> str:
     return exp_name
 
 
+def method_colors(names) -> dict[str, str]:
+    """One colour per method name, by sorted name: the same runs get the same colours in every figure of the tools."""
+    return {name: f"C{i}" for i, name in enumerate(sorted(set(names)))}
+
+
 def seeds_label(count: int) -> str:
     return f"{count} seed{'s' if count > 1 else ''}"
 
@@ -161,13 +166,13 @@ def plot_env(env_id: str, curves: dict, out_dir: str, title: str, reps: int) -> 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
-    names = sorted({method_name(env, exp_name) for env, exp_name in curves})
+    colors = method_colors(method_name(env, exp_name) for env, exp_name in curves)
     several_seeds = False
     for (env, exp_name), seeds in curves.items():
         if env != env_id:
             continue
         name = method_name(env, exp_name)
-        color, label = f"C{names.index(name)}", f"{name} ({seeds_label(len(seeds))})"  # a method's colour in every env
+        color, label = colors[name], f"{name} ({seeds_label(len(seeds))})"  # a method's colour in every env
         if len(seeds) == 1:
             steps, values = zip(*seeds[0]["points"])
             ax.plot(steps, values, color=color, linewidth=2, label=label)

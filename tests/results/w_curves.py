@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sampler_curves import group_index, read_sampler_scalars  # noqa: E402 (the tools are scripts, not a package)
-from summarise import last_third_mean, method_name, read_run  # noqa: E402
+from summarise import last_third_mean, method_colors, method_name, read_run  # noqa: E402
 
 
 def w_and_entropy(run_dir: str) -> dict:
@@ -61,8 +61,7 @@ def main() -> None:
     print("| run | seed | w at the end | entropy bound, last third | evaluation, last third |")
     print("|---|---|---|---|---|")
     figure, (w_axis, entropy_axis) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
-    names = sorted({method_name(run["env_id"], run["exp_name"]) for run in runs})  # summarise.py's order and colours
-    colors = {name: f"C{i}" for i, name in enumerate(names)}
+    colors = method_colors(method_name(run["env_id"], run["exp_name"]) for run in runs)  # as summarise.py's figures
     for run in runs:
         name = method_name(run["env_id"], run["exp_name"])
         print(f"| {name} | {run['seed']} | {run['w'][-1][1]:.1f} | {last_third_mean(run['entropy']):.2f} | "
