@@ -383,9 +383,9 @@ def entropy_bound(chains: torch.Tensor) -> torch.Tensor:
     """An upper bound on the entropy of pi(.|s), in nats per action dimension, from chains (states, chains, act_dim),
     averaged over states: the entropy of the Gaussian with the chains' per-dimension variances, 0.5 log(2 pi e) +
     mean_j log std_j. A law's entropy is at most the sum of its marginals', each at most that of the Gaussian of its
-    variance; so the bound is exact for a Gaussian policy (SAC's target, -act_dim, is -1 here) and above the truth
-    otherwise (uniform in the box: 0.87 against log 2 = 0.69). Chains clipped onto one face have std 0: the std is
-    floored at 1e-3, so the bound stays finite (a deterministic policy: -5.49)."""
+    variance; so the bound is exact for a Gaussian policy with independent dimensions (SAC's target, -act_dim, is -1
+    here) and above the truth otherwise (uniform in the box: 0.87 against log 2 = 0.69). Chains clipped onto one face
+    have std 0: the std is floored at 1e-3, so the bound stays finite (a deterministic policy: -5.49)."""
     return 0.5 * math.log(2 * math.pi * math.e) + chains.std(1).clamp(min=1e-3).log().mean()
 
 
