@@ -101,7 +101,7 @@ def iqm_of_each_column(scores: np.ndarray) -> np.ndarray:
 
 def method_name(env_id: str, exp_name: str) -> str:
     """A legend's name for a run: results_nclql-hopper (on Hopper-v4) -> NC-LQL, results_lql-step1e-3 and
-    results_lql-hopper-step1e-3 -> LQL (step 1e-3), results_lql-annealed-steps -> LQL, annealed steps,
+    results_lql-hopper-step1e-3 -> LQL, step 1e-3, results_lql-annealed-steps -> LQL, annealed steps,
     results_nclql-hopper-fp32 -> NC-LQL, fp32 chain; an exp_name of another form is shown as it is."""
     match = re.fullmatch(r"results_(nclql|lql)-(.+)", exp_name)
     if not match:
@@ -110,9 +110,9 @@ def method_name(env_id: str, exp_name: str) -> str:
     if variant == env_id.split("-")[0].lower():  # the row of the env itself, e.g. nclql-hopper
         return method
     if variant.startswith("step"):  # LQL's step-size sweep, e.g. lql-step3e-4
-        return f"{method} (step {variant[len('step'):]})"
+        return f"{method}, step {variant[len('step'):]}"
     if variant.startswith(f"{env_id.split('-')[0].lower()}-step"):  # e.g. lql-hopper-step1e-4
-        return f"{method} (step {variant.split('-step')[1]})"
+        return f"{method}, step {variant.split('-step')[1]}"
     if variant in VARIANTS:
         return f"{method}, {VARIANTS[variant]}"
     if variant == f"{env_id.split('-')[0].lower()}-fp32":  # e.g. nclql-hopper-fp32: the row on the fp32 chain
@@ -186,6 +186,7 @@ def plot_env(env_id: str, curves: dict, out_dir: str, title: str, reps: int) -> 
         iqm, low, high = iqm_and_interval(scores, reps)
         ax.fill_between(common, low, high, color=color, alpha=0.2, linewidth=0)
         ax.plot(common, iqm, color=color, linewidth=2, label=label)
+    ax.xaxis.set_major_formatter(lambda step, _: f"{step / 1e6:g}M" if step >= 1e6 else f"{step / 1e3:g}k")
     ax.set_xlabel("env steps (warm-up included)")
     ax.set_ylabel("evaluation return (episode mean)")
     drawn = ("line: IQM over seeds, band: its 95% bootstrap CI, thin lines: each seed" if several_seeds
