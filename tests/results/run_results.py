@@ -59,13 +59,13 @@ W_STUDY = {f"nclql-60k-{variant}": ("nclql", "Hopper-v4", 60_000, (1, 2, 3, 4, 5
 ROWS = {
     "nclql-hopper": ("nclql", "Hopper-v4", 1_000_000, (1, 2), []),
     "nclql-hopper-fp32": ("nclql", "Hopper-v4", 1_000_000, (3,), ["--no-bf16-chain"]),  # seeds 1-2 ran --bf16-chain
-    # --no-bf16-chain in lql-hopper, lql-annealed-steps and nclql-hopper-autotune-w: they span sessions on CPUs with
-    # and without bf16, and a --bf16-chain run resumes only with bf16
+    # --no-bf16-chain in the 1M rows started from 2026-12-04 on: they span sessions on CPUs with and without bf16, and
+    # a --bf16-chain run resumes only with bf16
     "lql-hopper": ("lql", "Hopper-v4", 1_000_000, (1, 2), ["--no-bf16-chain"]),  # 3e-4; at 1e-4: lql-hopper-step1e-4
-    "nclql-walker2d": ("nclql", "Walker2d-v4", 1_000_000, (1,), []),  # to 500k before 2026-12-04
+    "nclql-walker2d": ("nclql", "Walker2d-v4", 1_000_000, (1,), ["--no-bf16-chain"]),  # to 500k on bf16 before
     "nclql-halfcheetah": ("nclql", "HalfCheetah-v4", 500_000, (1,), []),
-    "nclql-ant": ("nclql", "Ant-v4", 1_000_000, (1,), []),
-    "nclql-humanoid": ("nclql", "Humanoid-v4", 1_000_000, (1,), []),
+    "nclql-ant": ("nclql", "Ant-v4", 1_000_000, (1,), ["--no-bf16-chain"]),
+    "nclql-humanoid": ("nclql", "Humanoid-v4", 1_000_000, (1,), ["--no-bf16-chain"]),
     **SWEEP,
     "lql-annealed-steps": ("lql", "Hopper-v4", 1_000_000, (1,), ["--annealed-step-sizes", "--no-bf16-chain"]),
     # issue 30: the study's better tuned variant (w_study/: normalised, by the last third's mean and IQMs) to 1M
