@@ -155,7 +155,7 @@ def test_at_step_1e_3_the_step_size_bias_is_measurable():
 #     -(w/2) sign(a - a*), whose stationary law is exp(-w |a - a*|), Laplace with scale 1/w (not exp(w Q)). The
 #     discrete chain's variance exceeds it by about h w^2 / 4 (0.2% at h w^2 = 0.01, measured with 1e5 chains),
 #     below the test's 1% standard error.
-#   * h w^2 >> 1 (h = 1e-3, w = 500: h w^2 = 250, c = 0.25 >> sqrt(h) = 0.03; LQL's default 1e-4 gives 25):
+#   * h w^2 >> 1 (h = 1e-3, w = 500: h w^2 = 250, c = 0.25 >> sqrt(h) = 0.03; LQL's step 1e-4 gives 25):
 #     x = a - a* moves by -c sign(x), which is +c modulo 2c, so x mod 2c performs a rotation plus Gaussian noise
 #     and is exactly uniform; once |x| < 2c, x - c sign(x) lands in [-c, c], so after every step
 #         a = a* + U(-c, c) + N(0, h)
