@@ -40,14 +40,14 @@ class Args:
     # Critic learning
     gamma: float = 0.99  # discount factor
     tau: float = 0.005  # Polyak rate of the target critics
-    learning_rate: float = 1e-4  # Adam's learning rate (both critics, both losses)
+    learning_rate: float = 1e-4  # Adam's learning rate (both critics)
     reward_scale: float = 0.2  # rewards are multiplied by this in the TD target
 
     # Langevin sampler
     langevin_steps: int = 20  # K: Langevin steps per action (20 = the cost of NC-LQL's 10 levels x 2 steps)
     step_lr: float = 3e-4  # alpha: every Langevin step's size; 3e-4 led a 300k Hopper sweep of 1e-4 to 1e-2 (README)
-    annealed_step_sizes: bool = False  # ablation: NC-LQL's 20 step sizes (1.0 down to 1e-4) instead of --step-lr
-    w: float = 500.0  # inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a)); --autotune-w starts from it
+    annealed_step_sizes: bool = False  # ablation: NC-LQL's 10 step sizes (1.0 down to 1e-4), K/10 steps each
+    w: float = 500.0  # inverse temperature of pi(a|s) ~ exp(w Q(s,a)), Q = Q1 + Q2 here; --autotune-w starts from it
     q_grad_norm: bool = True  # step along grad_a Q's direction only (authors); off: Langevin on exp(w (Q1 + Q2))
     num_particles: int = 1  # N chains per state; the action with the highest min(Q1, Q2) is kept
 
@@ -70,7 +70,7 @@ class Args:
     track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
     wandb_project_name: str = "lql"  # Weights and Biases project (--track)
     wandb_entity: str | None = None  # Weights and Biases team (--track)
-    capture_video: bool = False  # record evaluation episodes to `videos/` (needs `pip install moviepy`)
+    capture_video: bool = False  # record the first evaluation env's episodes to `videos/` (`pip install moviepy`)
     save_model: bool = True  # save a checkpoint in `runs/{run_name}` at each evaluation, at the end, on Ctrl-C or kill
     save_buffer: bool = False  # also save the replay buffer, so that --resume goes on exactly (Hopper-v4: 108 MB at 1M)
     resume: str | None = None  # continue this checkpoint's run; options not given are the checkpoint's
@@ -882,7 +882,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = args.resume or args.eval_checkpoint
         checkpoint = load_checkpoint(path) if path else None
-        # Options not given are the checkpoint's (not its --resume, nor, to evaluate, its logging and speed options)
+        # Options not given are the checkpoint's, --compile included (not its --resume, nor, to evaluate, its
+        # --track, --capture-video and --bf16-chain)
         if checkpoint:
             saved = checkpoint["args"] | {"resume": None, "eval_checkpoint": None}
             if args.eval_checkpoint:

@@ -47,9 +47,9 @@ class Args:
     num_levels: int = 10  # L: the number of noise levels; level L-1 is the clean critic
     steps_per_level: int = 2  # T: Langevin steps at each noise level (L * T gradient steps per action)
     sigma_max: float = 0.1  # smoothing width of the smoothest level (level 0)
-    sigma_min: float = 0.001  # sigma of level L-1, which is clean (not smoothed): it only sets alpha_{L-1} = step_lr
+    sigma_min: float = 0.001  # sigma of level L-1 (clean, not smoothed): ends the geometric schedule of the sigma_l
     step_lr: float = 1e-4  # base step size: level l uses alpha_l = step_lr * (sigma_l / sigma_min)^2
-    w: float = 500.0  # inverse temperature of the soft policy pi(a|s) ~ exp(w Q(s,a)); --autotune-w starts from it
+    w: float = 500.0  # inverse temperature of pi(a|s) ~ exp(w Q(s,a)), Q = Q1 + Q2 here; --autotune-w starts from it
     q_grad_norm: bool = True  # step along grad_a Q's direction only (authors); off: Langevin on exp(w (Q1 + Q2))
     num_particles: int = 1  # N chains per state; the action with the highest min(Q1, Q2) is kept
 
@@ -72,7 +72,7 @@ class Args:
     track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
     wandb_project_name: str = "nclql"  # Weights and Biases project (--track)
     wandb_entity: str | None = None  # Weights and Biases team (--track)
-    capture_video: bool = False  # record evaluation episodes to `videos/` (needs `pip install moviepy`)
+    capture_video: bool = False  # record the first evaluation env's episodes to `videos/` (`pip install moviepy`)
     save_model: bool = True  # save a checkpoint in `runs/{run_name}` at each evaluation, at the end, on Ctrl-C or kill
     save_buffer: bool = False  # also save the replay buffer, so that --resume goes on exactly (Hopper-v4: 108 MB at 1M)
     resume: str | None = None  # continue this checkpoint's run; options not given are the checkpoint's
@@ -913,7 +913,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = args.resume or args.eval_checkpoint
         checkpoint = load_checkpoint(path) if path else None
-        # Options not given are the checkpoint's (not its --resume, nor, to evaluate, its logging and speed options)
+        # Options not given are the checkpoint's, --compile included (not its --resume, nor, to evaluate, its
+        # --track, --capture-video and --bf16-chain)
         if checkpoint:
             saved = checkpoint["args"] | {"resume": None, "eval_checkpoint": None}
             if args.eval_checkpoint:

@@ -19,7 +19,8 @@ SAMPLES = 2000
 SEED = 1
 MIN_Q_GAIN = 0.5
 """the samples' mean learned Q must lie at least this share of the way from uniform-random actions' mean to the
-learned Q's maximum on the box; measured 0.80-0.89 (LQL) and 0.95-1.00 (NC-LQL) over seeds 1-6, either chain"""
+learned Q's maximum on the box; measured 0.80-0.89 (LQL, at its earlier step 1e-4; 0.86 at 3e-4 on seed 1) and
+0.95-1.00 (NC-LQL) over seeds 1-6, either chain"""
 NAME = {script.__name__: name for name, script in SCRIPTS.items()}
 CHAINS = ("fp32", "bf16") if BF16_MATMUL else ("fp32",)  # the scripts refuse --bf16-chain without bf16 matmul
 

@@ -43,8 +43,8 @@ CHAIN = {nclql.__name__: nclql_chain, lql.__name__: lql_chain}
 
 CROSSING_ARGS = {nclql.__name__: nclql.Args(), lql.__name__: lql.Args(step_lr=1e-3)}
 """Settings at which each chain travels across the box in its 20 steps: NC-LQL's defaults (steps 1.0 down to 1e-4);
-LQL at step 1e-3 (a normalised step moves 0.5 * 1e-3 * 500 = 0.25), since its default 1e-4 moves only 0.5 in all
-and refines locally (test_lql.py)."""
+LQL at step 1e-3 (a normalised step moves 0.5 * 1e-3 * 500 = 0.25), since its default 3e-4 moves 0.075 a step,
+1.5 in all, and refines locally (test_lql.py)."""
 
 
 def q1_plus_q2(critic, obs):

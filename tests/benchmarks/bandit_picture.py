@@ -51,7 +51,8 @@ def panels(name: str, critic, num_chains: int, seed: int) -> list[tuple[str, tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--updates", type=int, default=2000, help="critic updates per script (bandit_2d.py's)")
+    parser.add_argument("--updates", type=int, default=2000,
+                        help="critic updates per script (bandit_2d.py's default: 3000)")
     parser.add_argument("--chains", type=int, default=400, help="chains drawn, one point each")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "bandit_chains.png"))

@@ -12,11 +12,11 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
 - act ms: `langevin_policy` on --num-envs states (what the loop does once per vector step).
 - stats ms: one `sampler_statistics` at the defaults (16 probe states x 64 chains, on the critic as the path builds
   it; its first call compiles the critic for the probe's shape on the fast path), and stats share: that against
-  --sampler-stats-interval (default 1000) updates and acts, the part of a run the default statistics cost (env
-  steps not counted, so the share is an upper bound).
+  the scripts' --sampler-stats-interval (default 1000) updates and acts, the part of a run the default statistics
+  cost (env steps not counted, so the share is an upper bound).
 - tune ms: one `tune_w` (--autotune-w's step: the probe's 16 x 64 chains drawn by the policy as the path builds it,
   compiled on the fast path, its first call compiling the chain for the probe's shape), and tune share: that against
-  --w-tune-interval (default 250) updates and acts.
+  the scripts' --w-tune-interval (default 250) updates and acts.
 - floor ms: the update's matmul FLOPs (as torch's flop counter counts them, see `update_flops`) divided by
   this machine's fp32 matmul rate, measured here on a 2048 x 2048 matmul at the start. update / floor: the
   median over repeats of each update's time against the matmul rate measured just before it (a drifting

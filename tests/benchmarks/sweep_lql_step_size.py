@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=5_000)
     parser.add_argument("--eval-frequency", type=int, default=5_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--score-from", type=int, default=15_000)
+    parser.add_argument("--score-from", type=int, default=15_000, help="env steps, the warm-up included")
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
 

@@ -3,7 +3,8 @@ pool or as a Slurm job array (through submitit), or resume the rows' stopped run
 
 Each row is the authors' protocol (5 envs, 30,000 uniform-random transitions, one update per vector step, 20
 evaluation episodes) on the fast path (--compile, and --bf16-chain where the CPU has bf16), evaluated every 50,000
-env steps, with the replay buffer saved in each checkpoint so that a stopped run resumes where it stopped.
+env steps, with the replay buffer saved in each checkpoint so that a stopped run resumes where it stopped; unless the
+row's own options say otherwise (--no-bf16-chain, the sweep's and the w study's budgets: --list shows them).
 
 A run is first looked for under runs/ of the working directory, runs/{env_id}__results_{row}__{seed}__*/checkpoint.pt:
 a finished run is skipped, a stopped one resumed (`SCRIPT --resume PATH`), and only a run without a checkpoint is
@@ -61,7 +62,8 @@ ROWS = {
     "nclql-hopper-fp32": ("nclql", "Hopper-v4", 1_000_000, (3,), ["--no-bf16-chain"]),  # seeds 1-2 ran --bf16-chain
     # --no-bf16-chain in the 1M rows started from 2026-12-04 on: they span sessions on CPUs with and without bf16, and
     # a --bf16-chain run resumes only with bf16
-    "lql-hopper": ("lql", "Hopper-v4", 1_000_000, (1, 2), ["--no-bf16-chain"]),  # 3e-4; at 1e-4: lql-hopper-step1e-4
+    # lql-hopper runs LQL's default step 3e-4; the 1M run at 1e-4 is the run folder results_lql-hopper-step1e-4
+    "lql-hopper": ("lql", "Hopper-v4", 1_000_000, (1, 2), ["--no-bf16-chain"]),
     "nclql-walker2d": ("nclql", "Walker2d-v4", 1_000_000, (1,), ["--no-bf16-chain"]),  # to 500k on bf16 before
     "nclql-halfcheetah": ("nclql", "HalfCheetah-v4", 500_000, (1,), []),
     "nclql-ant": ("nclql", "Ant-v4", 1_000_000, (1,), ["--no-bf16-chain"]),
