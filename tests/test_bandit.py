@@ -1,6 +1,6 @@
 """On the 2-D multimodal bandit of tests/benchmarks/bandit_2d.py, what each script's policy must do with a critic
-it learned: keep its samples in the action box and put them where the learned Q is high (it samples
-pi ~ exp(w Q) of that critic, with w = 500).
+it learned: keep its samples in the action box and put them where the learned Q is high (its chain climbs that
+critic's Q1 + Q2 at w = 500; with the default normalised gradient it does not sample exp(w Q) exactly).
 
 Each script's critic is trained by its own `update_critic` for 500 updates (seed 1), then its `langevin_policy`
 draws 2000 actions, with the float32 chain and, where the CPU has bf16 matmul, with --bf16-chain's bf16 copy. How
