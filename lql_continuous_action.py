@@ -298,9 +298,10 @@ def bf16_copy(critic: nn.Module) -> nn.Module:
 
 
 def fast_path(critic: nn.Module, critic_target: nn.Module, args: Args, w: torch.Tensor | None = None):
-    """The one place where --compile and --bf16-chain rebind anything. Returns the policy (acting, evaluation) and
-    draw_next_actions(s'), which draws the TD target's a' ~ pi(.|s') on the online critic; with --bf16-chain, on a
-    bfloat16 copy that takes the critic's latest weights before each draw. Both sample at w (--autotune-w), if given."""
+    """The one place where --compile and --bf16-chain rebind anything. Returns the policy (acting, evaluation),
+    draw_next_actions(s'), which draws the TD target's a' ~ pi(.|s'), and synced_chain_critic(), the critic that chain
+    runs on: the online critic, or with --bf16-chain a bfloat16 copy given the critic's latest weights at each call.
+    Both sample at w (--autotune-w), if given; tune_w measures the chains on synced_chain_critic() too."""
     policy, chain_critic = langevin_policy, critic
     if args.bf16_chain:
         chain_critic = bf16_copy(critic)  # a copy of the plain module, made before it is compiled
@@ -311,13 +312,17 @@ def fast_path(critic: nn.Module, critic_target: nn.Module, args: Args, w: torch.
     if w is not None:
         policy = functools.partial(policy, w=w)
 
-    def draw_next_actions(next_obs: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()  # the copy takes the weights' values, not a place in the critic's autograd graph
+    def synced_chain_critic() -> nn.Module:
         if chain_critic is not critic:
             for p_chain, p in zip(chain_critic.parameters(), critic.parameters()):
                 p_chain.copy_(p)
-        return policy(chain_critic, next_obs, args)
+        return chain_critic
 
-    return policy, draw_next_actions
+    def draw_next_actions(next_obs: torch.Tensor) -> torch.Tensor:
+        return policy(synced_chain_critic(), next_obs, args)
+
+    return policy, draw_next_actions, synced_chain_critic
 
 
 # EVALUATION
@@ -402,7 +407,8 @@ def tune_w(w: torch.Tensor, policy, critic: nn.Module, probe_obs: torch.Tensor, 
         w <- clip(w * exp(w_lr * (entropy - target_entropy)), w_min, w_max)   (a step of log w)
     Too much entropy raises w (a colder policy: with the normalised gradient, longer steps toward a mode; without it,
     a sharper exp(w Q)); too little lowers it. w changes in place, and the policy reads it at every call: acting, the
-    TD target's a' and evaluation all sample at the tuned w. Returns the entropy measured and the new w."""
+    TD target's a' and evaluation all sample at the tuned w. train() passes the critic the TD target's chain runs
+    on (with --bf16-chain, its bfloat16 copy: README, Tuning w). Returns the entropy measured and the new w."""
     entropy = entropy_bound(probe_chains(policy, critic, probe_obs, args)).item()
     if not math.isfinite(entropy):  # a non-finite critic: stop the run, as check_finite does, before w takes it
         raise FloatingPointError(f"non-finite policy entropy {entropy} when tuning w")
@@ -451,7 +457,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             checkpoint, args, critic, critic_target, optimizer, rb, envs)
     w = tuned_w_tensor(args.w if tuned_w is None else tuned_w, rb.device) if args.autotune_w else None
     writer = open_writer(args, run_dir, checkpoint)
-    policy, draw_next_actions = fast_path(critic, critic_target, args, w)
+    policy, draw_next_actions, synced_chain_critic = fast_path(critic, critic_target, args, w)
     summary = {"run_dir": run_dir, "eval_returns": eval_returns, "checkpoint": None, "exit_code": 0}
 
     def save(path=f"{run_dir}/checkpoint.pt"):  # at each evaluation, at the end, and when the run stops
@@ -502,7 +508,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                 if args.sampler_stats_interval and (num_updates - 1) % args.sampler_stats_interval == 0:
                     log_metrics(writer, sampler_statistics(critic, probe, args, w), global_step)
                 if args.autotune_w and num_updates >= args.w_tune_start and num_updates % args.w_tune_interval == 0:
-                    log_metrics(writer, tune_w(w, policy, critic, probe, args), global_step)
+                    log_metrics(writer, tune_w(w, policy, synced_chain_critic(), probe, args), global_step)
 
             if stop_requested:  # STOP after the update, before a due evaluation (which the resumed run makes)
                 raise KeyboardInterrupt

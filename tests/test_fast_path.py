@@ -62,7 +62,7 @@ def test_bf16_chain_draws_only_the_td_targets_a_prime_on_a_bf16_copy_that_follow
         return actions
 
     monkeypatch.setattr(script, "langevin_policy", spy_policy)
-    policy, draw_next_actions = script.fast_path(critic, critic_target, args)
+    policy, draw_next_actions, synced_chain_critic = script.fast_path(critic, critic_target, args)
     assert policy is spy_policy, "the acting policy must be langevin_policy itself (on the float32 critic)"
     for update in range(3):
         before = [p.detach().to(torch.bfloat16) for p in critic.parameters()]
@@ -73,6 +73,10 @@ def test_bf16_chain_draws_only_the_td_targets_a_prime_on_a_bf16_copy_that_follow
         stale = sum(not torch.equal(p_seen, p) for p_seen, p in zip(params_seen, before))
         assert stale == 0, f"update {update}: {stale} of the chain's tensors were not bf16(critic before the update)"
         assert all(torch.isfinite(value) for value in metrics.values()), metrics
+    synced = synced_chain_critic()  # what tune_w measures on: the same copy, given the critic's latest weights
+    stale = sum(not torch.equal(p_synced, p.detach().to(torch.bfloat16))
+                for p_synced, p in zip(synced.parameters(), critic.parameters()))
+    assert synced is calls[0][0] and stale == 0, f"synced_chain_critic(): another module, or {stale} stale tensors"
     moved = sum(not torch.equal(p_first, p_last) for p_first, p_last in zip(calls[0][1], calls[-1][1]))
     assert moved > 0, "the bf16 copy did not change between updates, so 'it follows the critic' proved nothing"
     dtypes = {p.dtype for p in [*critic.parameters(), *critic_target.parameters()]}
@@ -142,3 +146,25 @@ def test_a_run_without_bf16_chain_draws_a_prime_on_the_critic_itself(script, sho
     assert len(chains) == NUM_UPDATES, f"{len(chains)} chains drawn by {NUM_UPDATES} updates"
     critics = {id(critic) for critic in chains + acting}
     assert len(critics) == 1, f"a' and the actions were drawn on {len(critics)} different critics, not the one critic"
+
+
+@pytest.mark.parametrize("bf16_chain", [False, True], ids=["fp32", "bf16"])
+def test_autotune_w_measures_the_chains_of_the_td_targets_critic(script, short_chain, bf16_chain, tmp_path,
+                                                                  monkeypatch):
+    """tune_w draws its probe chains on the critic the TD target's a' are drawn on: with --bf16-chain the bfloat16
+    copy (its cost: README, Tuning w), else the online critic (the target critic has no grad)."""
+    if bf16_chain:
+        skip_without_bf16_matmul()
+    monkeypatch.chdir(tmp_path)
+    measured, real_tune_w = [], script.tune_w
+
+    def spy_tune_w(w, policy, critic, probe_obs, args):
+        measured.append({(p.dtype, p.requires_grad) for p in critic.parameters()})
+        return real_tune_w(w, policy, critic, probe_obs, args)
+
+    monkeypatch.setattr(script, "tune_w", spy_tune_w)
+    summary = script.train(small_args(script, short_chain, bf16_chain=bf16_chain, autotune_w=True, w_tune_start=2,
+                                      w_tune_interval=2, save_model=False))
+    assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
+    expected = {(torch.bfloat16, False)} if bf16_chain else {(torch.float32, True)}
+    assert measured == [expected] * (NUM_UPDATES // 2), f"tune_w measured on critics of (dtype, grad) {measured}"

@@ -15,8 +15,9 @@ Not collected by pytest. Run it on a quiet machine (timings share the CPU with a
   the scripts' --sampler-stats-interval (default 1000) updates and acts, the part of a run the default statistics
   cost (env steps not counted, so the share is an upper bound).
 - tune ms: one `tune_w` (--autotune-w's step: the probe's 16 x 64 chains drawn by the policy as the path builds it,
-  compiled on the fast path, its first call compiling the chain for the probe's shape), and tune share: that against
-  the scripts' --w-tune-interval (default 250) updates and acts.
+  on the critic the TD target's chain runs on, the bf16 copy with --bf16-chain; compiled on the fast path, its first
+  call compiling the chain for the probe's shape), and tune share: that against the scripts' --w-tune-interval
+  (default 250) updates and acts.
 - floor ms: the update's matmul FLOPs (as torch's flop counter counts them, see `update_flops`) divided by
   this machine's fp32 matmul rate, measured here on a 2048 x 2048 matmul at the start. update / floor: the
   median over repeats of each update's time against the matmul rate measured just before it (a drifting
@@ -115,8 +116,8 @@ def update_flops(script, device, batch):
     """Matmul FLOPs of one update as torch counts them (`torch.utils.flop_counter`): every matmul an eager update
     runs, backward passes included, at the shapes it runs them (figures: tests/benchmarks/README.md)."""
     obs_dim, act_dim = batch[0].shape[1], batch[1].shape[1]
-    args, critic, critic_target, optimizer, policy, draw_next_actions = make_parts(script, device, False, False,
-                                                                                   obs_dim, act_dim)
+    args, critic, critic_target, optimizer, _, draw_next_actions, _ = make_parts(script, device, False, False,
+                                                                                 obs_dim, act_dim)
     with CountFlops() as counter:
         script.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
     return counter.flops
@@ -128,8 +129,8 @@ def make_parts(script, device, compiled, bf16, obs_dim, act_dim):
     critic = script.make_critic(args, obs_dim, act_dim)
     critic_target = script.make_critic(args, obs_dim, act_dim).requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
-    policy, draw_next_actions = script.fast_path(critic, critic_target, args)
-    return args, critic, critic_target, optimizer, policy, draw_next_actions
+    policy, draw_next_actions, synced_chain_critic = script.fast_path(critic, critic_target, args)
+    return args, critic, critic_target, optimizer, policy, draw_next_actions, synced_chain_critic
 
 
 def has_bf16_matmul(device) -> bool:
@@ -141,8 +142,8 @@ def has_bf16_matmul(device) -> bool:
 
 def time_update_and_act(script, device, compiled, bf16, cli):
     obs_dim, act_dim = cli.obs_dim, cli.act_dim
-    args, critic, critic_target, optimizer, policy, draw_next_actions = make_parts(script, device, compiled, bf16,
-                                                                                   obs_dim, act_dim)
+    args, critic, critic_target, optimizer, policy, draw_next_actions, synced_chain_critic = make_parts(
+        script, device, compiled, bf16, obs_dim, act_dim)
     b = cli.batch_size
     batch = (torch.randn(b, obs_dim, device=device), torch.rand(b, act_dim, device=device) * 2 - 1,
              torch.randn(b, device=device), torch.randn(b, obs_dim, device=device), torch.zeros(b, device=device))
@@ -172,9 +173,9 @@ def time_update_and_act(script, device, compiled, bf16, cli):
     stats_share = stats_ms / (args.sampler_stats_interval * (update_ms + act_ms))
     w = torch.tensor(args.w, dtype=torch.float64, device=device)
     tune_args = dataclasses.replace(args, w_lr=0.0)  # w stays put: the time of a step, not where w goes
-    script.tune_w(w, functools.partial(policy, w=w), critic, probe, tune_args)  # the first call compiles
-    tune_ms = median_ms(lambda: script.tune_w(w, functools.partial(policy, w=w), critic, probe, tune_args), device,
-                        max(3, cli.repeats // 4))
+    tune = functools.partial(script.tune_w, w, functools.partial(policy, w=w))  # as train() calls it:
+    tune(synced_chain_critic(), probe, tune_args)  # on the TD target's chain critic; the first call compiles
+    tune_ms = median_ms(lambda: tune(synced_chain_critic(), probe, tune_args), device, max(3, cli.repeats // 4))
     tune_share = tune_ms / (args.w_tune_interval * (update_ms + act_ms))
     return (update_ms, act_ms, first_call_s, flops, floor_ratio, bf16_floor_ratio, stats_ms, stats_first_s, stats_share,
             tune_ms, tune_share)
