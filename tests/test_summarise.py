@@ -119,6 +119,7 @@ def test_the_legends_name_the_method_of_each_results_row():
              ("Hopper-v4", "results_lql-annealed-steps"): "LQL, annealed steps",
              ("Hopper-v4", "results_nclql-hopper-500k"): "results_nclql-hopper-500k",  # not a row: as it is
              ("Hopper-v4", "results_nclql-hopper-fp32"): "NC-LQL, fp32 chain",
+             ("Hopper-v4", "results_lql-hopper-bf16"): "LQL, bf16 chain",
              ("Hopper-v4", "results_nclql-60k-autotune-w"): "NC-LQL, w tuned",
              ("Hopper-v4", "sampler-watch"): "sampler-watch"}
     assert {key: summarise_module.method_name(*key) for key in names} == names

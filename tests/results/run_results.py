@@ -60,17 +60,18 @@ W_STUDY = {f"nclql-60k-{variant}": ("nclql", "Hopper-v4", 60_000, (1, 2, 3, 4, 5
 ROWS = {
     "nclql-hopper": ("nclql", "Hopper-v4", 1_000_000, (1, 2), []),
     "nclql-hopper-fp32": ("nclql", "Hopper-v4", 1_000_000, (3,), ["--no-bf16-chain"]),  # seeds 1-2 ran --bf16-chain
-    # --no-bf16-chain in the 1M rows started from 2026-12-04 on: they span sessions on CPUs with and without bf16, and
-    # a --bf16-chain run resumes only with bf16
+    # --no-bf16-chain in the 1M rows started on 2026-12-04: they spanned sessions on CPUs with and without bf16, and a
+    # --bf16-chain run resumes only with bf16
     # lql-hopper runs LQL's default step 3e-4; the 1M run at 1e-4 is the run folder results_lql-hopper-step1e-4
     "lql-hopper": ("lql", "Hopper-v4", 1_000_000, (1,), ["--no-bf16-chain"]),
     # From 2026-12-05 on a run must end in the session it starts in (run folders were lost with two machines): LQL's
-    # second seed and the ablation take the bf16 chain, 2 hours to 1M on two Zen 5 threads where fp32 takes 3
+    # second seed, the ablation and the new environments take the bf16 chain, about 70 minutes to 1M for LQL on two
+    # Zen 5 threads where fp32 takes 2-3 hours
     "lql-hopper-bf16": ("lql", "Hopper-v4", 1_000_000, (2,), []),
-    "nclql-walker2d": ("nclql", "Walker2d-v4", 1_000_000, (1,), ["--no-bf16-chain"]),  # to 500k on bf16 before
+    "nclql-walker2d": ("nclql", "Walker2d-v4", 1_000_000, (1,), []),  # its 500k run (bf16) was lost before 1M
     "nclql-halfcheetah": ("nclql", "HalfCheetah-v4", 500_000, (1,), []),
-    "nclql-ant": ("nclql", "Ant-v4", 1_000_000, (1,), ["--no-bf16-chain"]),
-    "nclql-humanoid": ("nclql", "Humanoid-v4", 1_000_000, (1,), ["--no-bf16-chain"]),
+    "nclql-ant": ("nclql", "Ant-v4", 1_000_000, (1,), []),
+    "nclql-humanoid": ("nclql", "Humanoid-v4", 1_000_000, (1,), []),
     **SWEEP,
     "lql-annealed-steps": ("lql", "Hopper-v4", 1_000_000, (1,), ["--annealed-step-sizes"]),
     # issue 30: the study's better tuned variant (w_study/: normalised, by the last third's mean and IQMs) to 1M
