@@ -90,8 +90,8 @@ def test_the_slurm_array_has_a_task_per_run_of_the_grid_and_the_options_resource
     for name in ("sbatch", "srun"):
         (fake_bin / name).chmod(stat.S_IRWXU)
     result = run_results(tmp_path, "nclql-hopper", "lql-hopper", "--seed", "1", "2", "--submitit", "slurm",
-                         "--partition", "cpu-short",
-                         "--time-limit", "90", "--cpus-per-task", "4", "--array-parallelism", "2",
+                         "--partition", "cpu-short", "--time-limit", "90", "--cpus-per-task", "4",
+                         "--array-parallelism", "2",
                          env={"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
                               "SBATCH_SCRIPT_COPY": str(tmp_path / "batch.sh")})
     assert result.returncode == 0, result.stdout + result.stderr

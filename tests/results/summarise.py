@@ -102,7 +102,7 @@ def iqm_of_each_column(scores: np.ndarray) -> np.ndarray:
 def method_name(env_id: str, exp_name: str) -> str:
     """A legend's name for a run: results_nclql-hopper (on Hopper-v4) -> "NC-LQL"; results_lql-step1e-3 and
     results_lql-hopper-step1e-3 -> "LQL, step 1e-3"; results_lql-annealed-steps -> "LQL, annealed steps";
-    results_nclql-hopper-fp32 -> "NC-LQL, fp32 chain" (and -bf16 likewise); an exp_name of another form is shown as it is."""
+    results_nclql-hopper-fp32 -> "NC-LQL, fp32 chain" (-bf16 likewise); another exp_name is shown as it is."""
     match = re.fullmatch(r"results_(nclql|lql)-(.+)", exp_name)
     if not match:
         return exp_name
