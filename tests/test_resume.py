@@ -82,6 +82,9 @@ def test_a_run_stopped_by_sigterm_resumes_where_it_stopped(script, tmp_path, mon
     monkeypatch.setattr(script, "langevin_policy", spy_policy)
     monkeypatch.chdir(tmp_path)
     total = stopped_at - 20 + 40  # 40 learning steps (20 updates) more than where it stopped
+    # TensorBoard reads a folder's event files in name order: their start time in whole seconds, then the pid. A
+    # resume in the second the stopped run started could sort first (seen: 2 in 12), which no real resume does.
+    time.sleep(1.0)
     args = dataclasses.replace(script.Args(**saved["args"]), resume=path, total_timesteps=total, save_buffer=True)
     summary = script.train(args)
     assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
