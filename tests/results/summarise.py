@@ -107,15 +107,15 @@ def method_name(env_id: str, exp_name: str) -> str:
     if not match:
         return exp_name
     method, variant = METHODS[match[1]], match[2]
-    if variant == env_id.split("-")[0].lower():  # the row of the env itself, e.g. nclql-hopper
+    env_row = env_id.split("-")[0].lower()  # Hopper-v4 -> hopper
+    if variant == env_row:  # the row of the env itself, e.g. nclql-hopper
         return method
     if variant.startswith("step"):  # LQL's step-size sweep, e.g. lql-step3e-4
         return f"{method}, step {variant[len('step'):]}"
-    if variant.startswith(f"{env_id.split('-')[0].lower()}-step"):  # e.g. lql-hopper-step1e-4
+    if variant.startswith(f"{env_row}-step"):  # e.g. lql-hopper-step1e-4
         return f"{method}, step {variant.split('-step')[1]}"
     if variant in VARIANTS:
         return f"{method}, {VARIANTS[variant]}"
-    env_row = env_id.split("-")[0].lower()
     if variant in (f"{env_row}-fp32", f"{env_row}-bf16"):  # e.g. nclql-hopper-fp32: the env's row on the other chain
         return f"{method}, {variant.split('-')[-1]} chain"
     return exp_name
