@@ -114,6 +114,7 @@ def test_the_legends_name_the_method_of_each_results_row():
     summarise_module = load_tool("summarise")
     names = {("Hopper-v4", "results_nclql-hopper"): "NC-LQL", ("Hopper-v4", "results_lql-hopper"): "LQL",
              ("Walker2d-v4", "results_nclql-walker2d"): "NC-LQL",
+             ("Walker2d-v4", "results_nclql-walker2d-500k"): "NC-LQL, first run, to 500k",
              ("Hopper-v4", "results_lql-step1e-3"): "LQL, step 1e-3",
              ("Hopper-v4", "results_lql-hopper-step1e-4"): "LQL, step 1e-4",  # the 1M run before the sweep
              ("Hopper-v4", "results_lql-annealed-steps"): "LQL, annealed steps",

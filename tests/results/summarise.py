@@ -31,7 +31,8 @@ CONFIDENCE = 0.95
 METHODS = {"nclql": "NC-LQL", "lql": "LQL"}  # the scripts, as the legends name them
 # run_results.py's rows beyond a method and env
 VARIANTS = {"annealed-steps": "annealed steps", "60k-fixed-w": "fixed w", "60k-autotune-w": "w tuned",
-            "60k-autotune-w-no-grad-norm": "w tuned, no grad norm", "hopper-autotune-w": "w tuned"}
+            "60k-autotune-w-no-grad-norm": "w tuned, no grad norm", "hopper-autotune-w": "w tuned",
+            "walker2d-500k": "first run, to 500k"}  # renamed in rows/evaluations.csv when Walker2d's row became 1M
 
 
 def read_run(run_dir: str) -> dict | None:
