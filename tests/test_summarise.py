@@ -110,6 +110,27 @@ def test_the_iqm_over_eight_seeds_drops_the_two_lowest_and_highest_and_its_inter
     assert os.path.getsize(tmp_path / "out" / "Hopper-v4.png") < 200_000
 
 
+def test_pool_gives_the_seeds_of_two_exp_names_one_more_row_and_leaves_their_own_rows(tmp_path):
+    csv_path = tmp_path / "evaluations.csv"
+    finals = {("results_a", 1): 100.0, ("results_a", 2): 400.0, ("results_b", 3): 250.0}
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["env_id", "exp_name", "seed", "env_step", "return"])
+        writer.writerows(["Hopper-v4", exp_name, seed, step, value] for (exp_name, seed), final in finals.items()
+                         for step, value in [(80_000, 10.0 * seed), (130_000, final)])
+    argv = ["--pool", "results_a", "results_b", "results_absent"]  # an exp_name without runs is left out
+    table = summarise(tmp_path / "out", csv_path, *argv, steps=("50000",))
+    rows = {line.split("|")[2].strip(): line for line in table[2:] if line.startswith("| Hopper")}
+    assert sorted(rows) == ["results_a", "results_a + results_b", "results_b"]
+    cells = [cell.strip() for cell in rows["results_a + results_b"].strip("|").split("|")]
+    assert cells[2:4] == ["1, 2, 3", "20.0 (10.0, 20.0, 30.0)"]  # the three seeds at 50k, in seed order
+    # 3 seeds: 25% trims none, so the IQM is the mean of 100, 400 and 250 and its interval lies within them
+    iqm, low, high = re.fullmatch(r"(\S+) \[(\S+), (\S+)\] \(3 seeds\)", cells[7]).groups()
+    assert float(iqm) == 250.0 and 100.0 <= float(low) < 250.0 < float(high) <= 400.0
+    # one exp_name alone has nothing to pool with: no extra row
+    assert len(summarise(tmp_path / "alone", csv_path, "--pool", "results_a", steps=("50000",))) == len(table) - 1
+
+
 def test_the_legends_name_the_method_of_each_results_row():
     summarise_module = load_tool("summarise")
     names = {("Hopper-v4", "results_nclql-hopper"): "NC-LQL", ("Hopper-v4", "results_lql-hopper"): "LQL",

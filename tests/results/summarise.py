@@ -15,7 +15,8 @@ the rows' budgets count them (the mean over seeds, each seed in brackets); each 
 the mean of its last third of evaluations; then, over seeds, the interquartile mean (IQM) with its 95%
 stratified-bootstrap interval (rliable, Agarwal et al. 2021) of the final evaluation and of the mean of each seed's
 last 3 evaluations. The PNG draws each curve's IQM over seeds at the evaluation steps all its seeds share, with the
-interval as a band and each seed as a thin line; a curve of one seed is that seed's evaluations.
+interval as a band and each seed as a thin line; a curve of one seed is that seed's evaluations. --pool gives the
+seeds of several exp_names (one method on two chains, say) one more table row, all together.
 """
 import argparse
 import collections
@@ -160,6 +161,17 @@ def table_lines(curves: dict, steps: list[int], warmup: int, reps: int) -> list[
     return lines
 
 
+def pooled_curves(curves: dict, exp_names: list[str]) -> dict:
+    """Per env where 2 or more of `exp_names` have runs: (env_id, "A + B") -> all their runs, seed by seed."""
+    pooled = {}
+    for env_id in sorted({env for env, _ in curves}):
+        names = [name for name in exp_names if (env_id, name) in curves]
+        if len(names) > 1:
+            runs = [run for name in names for run in curves[env_id, name]]
+            pooled[env_id, " + ".join(names)] = sorted(runs, key=lambda run: run["seed"])
+    return pooled
+
+
 def plot_env(env_id: str, curves: dict, out_dir: str, title: str, reps: int) -> str:
     """Write OUT_DIR/{env_id}.png, each curve's IQM over seeds with its interval band and thin seed lines; its path."""
     import matplotlib
@@ -212,6 +224,9 @@ def main():
                         help="env steps of the warm-up (--learning-starts): --steps count env steps after it")
     parser.add_argument("--title", default="", help="added to each plot's title (e.g. the protocol)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of each interval")
+    parser.add_argument("--pool", nargs="+", default=[], metavar="EXP_NAME",
+                        help="exp_names whose seeds the table also gives together, per env, in a row 'A + B' (e.g. "
+                             "one method on the bf16 and fp32 chains); the plots keep them apart")
     cli = parser.parse_args()
     for module in ("rliable", "matplotlib"):  # this tool's own requirements, not the scripts'
         try:
@@ -243,7 +258,7 @@ def main():
             writer.writerows([run["env_id"], run["exp_name"], run["seed"], step, value]  # exact: tables re-read it
                              for step, value in run["points"])
 
-    lines = table_lines(curves, cli.steps, cli.warmup, cli.reps)
+    lines = table_lines({**curves, **pooled_curves(curves, cli.pool)}, cli.steps, cli.warmup, cli.reps)
     with open(os.path.join(cli.out_dir, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
