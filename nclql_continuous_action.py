@@ -512,8 +512,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         if refill_iterations:
             obs = refill_buffer(envs, obs, rb, policy, critic, refill_iterations, stop_requested, args)
         recent_returns, metrics, start_time, start_step = [], {}, time.time(), global_step
-        last_log_time, last_log_step = start_time, global_step
-        eta_clock = (start_time, global_step)  # the ETA: from the (re)start, then from the warm-up's end
+        last_log_time, last_log_step = eta_clock = (start_time, global_step)  # eta_clock: reset as the warm-up ends
         for iteration in range(start_iteration, num_iterations):
             # SELECT ACTION: uniform random during the warm-up, then the Langevin policy
             warmup = iteration < warmup_iterations
@@ -564,9 +563,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             # LOG PROGRESS
             if (now := time.time()) - last_log_time >= args.log_interval_s:
                 sps = (global_step - last_log_step) / (now - last_log_time)
-                average_sps = (global_step - eta_clock[1]) / (now - eta_clock[0])  # evaluations included
-                print_progress(global_step, num_iterations * args.num_envs, sps, average_sps, num_updates,
-                               recent_returns)
+                print_progress(global_step, num_iterations * args.num_envs, sps, eta_clock, num_updates, recent_returns)
                 last_log_time, last_log_step = now, global_step
         check_finite(metrics, global_step)
         save()
@@ -878,10 +875,11 @@ def log_metrics(writer, values: dict, global_step: int) -> None:
         writer.add_scalar(tag, value, global_step)
 
 
-def print_progress(global_step: int, total_steps: int, sps: float, average_sps: float, num_updates: int,
+def print_progress(global_step: int, total_steps: int, sps: float, eta_clock: tuple, num_updates: int,
                    recent_returns: list) -> None:
-    """SPS: since the last line (an evaluation in it slows it); ETA: at the average rate since the warm-up ended
-    (or the run resumed), evaluations included."""
+    """SPS: since the last line (an evaluation in it slows it); ETA: at the average rate since eta_clock's (time,
+    env step), the warm-up's end or the resume, evaluations included."""
+    average_sps = (global_step - eta_clock[1]) / (time.time() - eta_clock[0])
     eta_s = (total_steps - global_step) / average_sps if average_sps > 0 else 0.0
     eta = f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"
     last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"

@@ -264,7 +264,8 @@ def test_a_hopper_run_from_the_command_line_updates_evaluates_logs_and_saves(scr
 
 def test_the_eta_comes_from_the_average_rate_not_from_a_line_an_evaluation_slowed(script, capsys):
     """An Ant run's line after its evaluation read "SPS 18.9 ... ETA 13:58:49" at 187 env steps/s on average."""
-    script.print_progress(80_000, 1_030_005, sps=18.9, average_sps=190.0, num_updates=10_000, recent_returns=[861.7])
+    warmup_end = (time.time() - 50_000 / 190.0, 30_000)  # (time, env step): 190 env steps/s since then
+    script.print_progress(80_000, 1_030_005, sps=18.9, eta_clock=warmup_end, num_updates=10_000, recent_returns=[861.7])
     line = capsys.readouterr().out.strip()
     eta = (1_030_005 - 80_000) / 190.0  # 5000 s: 1:23:20
     assert "SPS   18.9" in line and line.endswith(f"ETA {int(eta // 3600)}:{int(eta % 3600 // 60):02d}:20"), line
