@@ -88,8 +88,34 @@ def test_the_table_averages_seeds_and_a_csv_of_an_earlier_summary_gives_the_same
             "450.1 (500.0, 400.2) | 450.1 (500.0, 400.2) | 450.1 (500.0, 400.2) | " + iqm_columns(longer))
 
 
-def test_the_iqm_over_eight_seeds_drops_the_two_lowest_and_highest_and_its_interval_holds_it(tmp_path):
-    finals = {1: 50.0, 2: 1000.0, 3: 10.0, 4: 70.0, 5: 30.0, 6: 60.0, 7: 20.0, 8: 40.0}  # seed 2 an outlier
+def interquartile_mean(values) -> float:
+    """The IQM by hand: the mean of the middle half once sorted (a quarter of the values dropped at each end)."""
+    values = np.sort(values)
+    quarter = len(values) // 4
+    return float(values[quarter:len(values) - quarter].mean())
+
+
+def seeded_stratified_bootstrap(scores: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% percentile interval of the IQM of each column of `scores` (seeds x columns), computed here without
+    rliable: as rliable's StratifiedBootstrap draws them, each resample takes for every column its own seeds,
+    numpy.random.choice(seeds, (seeds, 1 task, columns)) from the legacy generator that summarise.py seeds with 0
+    (choice with replacement is randint(0, seeds)); the interval is numpy's percentiles 2.5 and 97.5 (linear) of the
+    resamples' IQMs."""
+    num_seeds, num_columns = scores.shape
+    generator = np.random.RandomState(0)
+    resampled = np.empty((reps, num_columns))
+    for rep in range(reps):
+        seeds = generator.randint(0, num_seeds, size=(num_seeds, 1, num_columns))[:, 0]
+        resampled[rep] = [interquartile_mean(scores[seeds[:, column], column]) for column in range(num_columns)]
+    low, high = np.percentile(resampled, [2.5, 97.5], axis=0)
+    return low, high
+
+
+def test_the_iqm_over_eight_seeds_drops_the_two_lowest_and_highest_and_its_interval_is_the_seeded_bootstrap(tmp_path):
+    """Skewed seeds (two outliers above, none below), so that a trim other than 25% a side prints another IQM in both
+    columns: 12.5% a side keeps 400 in the finals (100.0 against 45.0) and 534.7 in the last 3 (135.1 against 61.7).
+    The interval is the one computed here from the same 200 resamples, to the printed digit."""
+    finals = {1: 50.0, 2: 1000.0, 3: 10.0, 4: 400.0, 5: 30.0, 6: 60.0, 7: 20.0, 8: 40.0}  # seeds 2 and 4 outliers
     evaluations = {seed: [(80_000, 0.0), (130_000, final + seed), (180_000, 2 * final), (230_000, final)]
                    for seed, final in finals.items()}
     csv_path = tmp_path / "evaluations.csv"
@@ -98,15 +124,17 @@ def test_the_iqm_over_eight_seeds_drops_the_two_lowest_and_highest_and_its_inter
         writer.writerow(["env_id", "exp_name", "seed", "env_step", "return"])
         writer.writerows(["Hopper-v4", "results_iqm", seed, step, value]
                          for seed, points in evaluations.items() for step, value in points)
-    header, _, row, *_ = summarise(tmp_path / "out", csv_path, steps=("50000",))
+    header, _, row, *_ = summarise(tmp_path / "out", csv_path, steps=("50000",))  # --reps 200
     cells = dict(zip(*([cell.strip() for cell in line.strip("|").split("|")] for line in (header, row))))
-    # by hand: 8 seeds, the IQM is the mean of the 4 middle values once sorted (the outlier 1000 is dropped)
-    last_threes = [(final + seed + 2 * final + final) / 3 for seed, final in finals.items()]
-    for column, values in [("final: IQM [95% CI]", list(finals.values())),
-                           ("last 3 evals: IQM [95% CI]", last_threes)]:
-        iqm, low, high, seeds = re.fullmatch(r"(\S+) \[(\S+), (\S+)\] \((\d+) seeds\)", cells[column]).groups()
-        assert (float(iqm), int(seeds)) == (pytest.approx(np.mean(sorted(values)[2:6]), abs=0.05), 8)
-        assert min(values) <= float(low) < float(iqm) < float(high) <= max(values)
+    # the columns by hand, seeds in the table's order (1 to 8)
+    scores = np.array([[points[-1][1], np.mean([value for _, value in points[-3:]])]
+                       for _, points in sorted(evaluations.items())])
+    lows, highs = seeded_stratified_bootstrap(scores, reps=200)
+    for column, values, low, high in zip(("final: IQM [95% CI]", "last 3 evals: IQM [95% CI]"), scores.T, lows, highs):
+        iqm = interquartile_mean(values)
+        assert f"{iqm:.1f}" != f"{np.mean(np.sort(values)[1:7]):.1f}", "the data must tell a 12.5% trim from 25%"
+        assert cells[column] == f"{iqm:.1f} [{low:.1f}, {high:.1f}] (8 seeds)", column
+        assert min(values) < low < iqm < high < max(values)
     assert os.path.getsize(tmp_path / "out" / "Hopper-v4.png") < 200_000
 
 
