@@ -12,8 +12,9 @@ import sys
 import threading
 import time
 
-import pytest
 import torch
+
+from tests.results_extras import import_or_skip
 
 RUN_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "run_results.py")
 # NC-LQL runs of 20 updates on Hopper-v4 with a 2-step chain, one evaluation episode, no compile: seconds each
@@ -31,7 +32,7 @@ def checkpoints(runs_dir, seed: int) -> list[str]:
 
 
 def test_submitit_runs_a_grid_and_a_second_submission_resumes_the_stopped_run_and_skips_the_finished(tmp_path):
-    pytest.importorskip("submitit")
+    import_or_skip("submitit")
     grid = ["nclql-hopper", "--submitit", "local", "--time-limit", "10", f"--extra-options={TINY}"]  # seeds 1 and 2
     first = run_results(tmp_path, *grid)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -58,7 +59,7 @@ def test_submitit_runs_a_grid_and_a_second_submission_resumes_the_stopped_run_an
 
 
 def test_on_its_time_out_signal_a_job_stops_its_run_which_saves_and_the_requeued_job_resumes_it(tmp_path, monkeypatch):
-    submitit = pytest.importorskip("submitit")
+    submitit = import_or_skip("submitit")
     spec = importlib.util.spec_from_file_location("run_results", RUN_RESULTS)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -82,7 +83,7 @@ def test_on_its_time_out_signal_a_job_stops_its_run_which_saves_and_the_requeued
 
 
 def test_the_slurm_array_has_a_task_per_run_of_the_grid_and_the_options_resources(tmp_path):
-    submitit = pytest.importorskip("submitit")
+    submitit = import_or_skip("submitit")
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     (fake_bin / "sbatch").write_text('#!/bin/sh\ncp "$1" "$SBATCH_SCRIPT_COPY"\necho "Submitted batch job 4242"\n')
@@ -117,7 +118,7 @@ def test_without_submitit_it_says_in_one_line_what_to_install(tmp_path):
 
 
 def test_off_a_slurm_cluster_the_slurm_submission_says_in_one_line_where_to_give_it(tmp_path):
-    pytest.importorskip("submitit")
+    import_or_skip("submitit")
     (tmp_path / "no_slurm").mkdir()
     result = run_results(tmp_path, "lql-hopper", "--submitit", "slurm", "--time-limit", "10",
                          env={"PATH": str(tmp_path / "no_slurm")})

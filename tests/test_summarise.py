@@ -1,5 +1,6 @@
 """tests/results/summarise.py: the results table from TensorBoard logs, and the same table from its own CSV; the IQM
-over seeds with its bootstrap interval; the legends' method names; the one-line error without the tool's extras."""
+over seeds with its bootstrap interval; the legends' method names; the one-line error without the tool's extras, and
+the results tools' tests' skips without them, which name the install."""
 import contextlib
 import csv
 import importlib.util
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.tensorboard import SummaryWriter
+
+from tests.results_extras import INSTALL, import_or_skip
 
 SUMMARISE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "summarise.py")
 # seed -> evaluations (env step, return); the warm-up is 30,000 env steps
@@ -41,8 +44,8 @@ def load_tool(name: str):
 
 def summarise(out_dir, *sources, steps=("50000", "100000", "200000")) -> list[str]:
     """The tool's command line, run in this process (its imports, rliable's and matplotlib's, are paid once)."""
-    pytest.importorskip("rliable")
-    pytest.importorskip("matplotlib")
+    import_or_skip("rliable")
+    import_or_skip("matplotlib")
     argv = [SUMMARISE, *map(str, sources), "--out-dir", str(out_dir), "--steps", *steps, "--reps", "200"]  # enough
     with mock.patch.object(sys, "argv", argv), contextlib.redirect_stdout(io.StringIO()):
         load_tool("summarise").main()
@@ -192,7 +195,7 @@ def test_without_rliable_it_says_in_one_line_what_to_install(tmp_path):
 def test_w_curves_reads_each_runs_w_and_its_last_levels_entropy(tmp_path):
     """tests/results/w_curves.py, the figure of --autotune-w's study: a tuned run's w is its charts/w, a fixed run's
     its --w; the entropy is the last level's (level_10 after level_9: sorted by number, not by name)."""
-    pytest.importorskip("matplotlib")
+    import_or_skip("matplotlib")
     runs = []
     for exp_name, tuned in (("results_nclql-60k-autotune-w", True), ("results_nclql-60k-fixed-w", False)):
         run_dir = str(tmp_path / f"Hopper-v4__{exp_name}__1__1700000000")
@@ -214,3 +217,21 @@ def test_w_curves_reads_each_runs_w_and_its_last_levels_entropy(tmp_path):
     assert "| NC-LQL, w tuned | 1 | 125.0 | -3.00 | 300.0 |" in out.getvalue(), out.getvalue()
     assert "| NC-LQL, fixed w | 1 | 500.0 | -3.00 | 300.0 |" in out.getvalue(), out.getvalue()
     assert os.path.getsize(tmp_path / "w.png") > 1000
+
+
+def test_without_the_tools_extras_their_tests_skip_naming_the_install(tmp_path):
+    """The README's install alone (requirements.txt) leaves out rliable, matplotlib and submitit: the results tools'
+    tests skip, and each skip says what to install (pytest -rs shows it), none only "could not import"."""
+    for module in ("rliable", "matplotlib", "submitit"):
+        (tmp_path / f"{module}.py").write_text(f"raise ModuleNotFoundError('No module named {module}', "
+                                               f"name='{module}')\n")
+    this_test = "tests/test_summarise.py::test_without_the_tools_extras_their_tests_skip_naming_the_install"
+    result = subprocess.run([sys.executable, "-m", "pytest", "tests/test_summarise.py", "tests/test_run_results.py",
+                             "--deselect", this_test, "-q", "-rs", "-p", "no:cacheprovider"],
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    skips = re.findall(r"^SKIPPED \[(\d+)\] (\S+): (.*)$", result.stdout, re.MULTILINE)
+    (skipped,) = re.findall(r"(\d+) skipped", result.stdout)
+    assert sum(int(count) for count, _, _ in skips) == int(skipped) >= 8, result.stdout
+    assert [(where, reason) for _, where, reason in skips if not reason.endswith(INSTALL)] == [], result.stdout
