@@ -1,8 +1,8 @@
 """Claims about `sampler_statistics`, the sampler's health that both scripts log under sampler/ while they train:
 it is right on critics whose chains are known in closed form (each group's statistics those of the law its last step
-leaves, each probe state summarised on its own chains, q_gain on min(Q1, Q2)), and watching the sampler does not change
-the training run. It reads the sampler's own chain through langevin_policy's trace, which changes nothing the chain draws
-(test_policy_and_update.py).
+leaves, each probe state summarised on its own chains, q_gain on min(Q1, Q2)), and watching the sampler does not
+change the training run. It reads the sampler's own chain through langevin_policy's trace, which changes nothing the
+chain draws (test_policy_and_update.py).
 """
 import functools
 import math
