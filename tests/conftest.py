@@ -67,8 +67,8 @@ def one_plain_update(script, args):
     """One update as train() makes it without the fast path (the policy's chain on the critic itself); returns its
     metrics and the number of Adam steps it took."""
     critic, critic_target, optimizer, batch = update_parts(script, args)
-    draw_next_actions = script.fast_path(critic, critic_target, args)[1]
-    metrics = script.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
+    policy, chain_critic = script.fast_path(args, critic, critic_target, optimizer)
+    metrics = script.update_critic(batch, critic, critic_target, optimizer, policy, args, chain_critic)
     (adam_steps,) = {state["step"].item() for state in optimizer.state.values()}
     return metrics, adam_steps
 

@@ -62,21 +62,21 @@ def test_bf16_chain_draws_only_the_td_targets_a_prime_on_a_bf16_copy_that_follow
         return actions
 
     monkeypatch.setattr(script, "langevin_policy", spy_policy)
-    policy, draw_next_actions, synced_chain_critic = script.fast_path(critic, critic_target, args)
+    policy, chain_critic = script.fast_path(args, critic, critic_target, optimizer)
     assert policy is spy_policy, "the acting policy must be langevin_policy itself (on the float32 critic)"
     for update in range(3):
         before = [p.detach().to(torch.bfloat16) for p in critic.parameters()]
-        metrics = script.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
+        metrics = script.update_critic(batch, critic, critic_target, optimizer, policy, args, chain_critic)
         assert len(calls) == update + 1, f"{len(calls)} chains drawn in {update + 1} updates: one per update, for a'"
         chain, params_seen = calls[-1]
-        assert chain is calls[0][0] and chain is not critic, f"update {update}: a' was not drawn on the one bf16 copy"
+        assert chain is chain_critic and chain is not critic, f"update {update}: a' was not drawn on the bf16 copy"
         stale = sum(not torch.equal(p_seen, p) for p_seen, p in zip(params_seen, before))
         assert stale == 0, f"update {update}: {stale} of the chain's tensors were not bf16(critic before the update)"
         assert all(torch.isfinite(value) for value in metrics.values()), metrics
-    synced = synced_chain_critic()  # what tune_w measures on: the same copy, given the critic's latest weights
-    stale = sum(not torch.equal(p_synced, p.detach().to(torch.bfloat16))
-                for p_synced, p in zip(synced.parameters(), critic.parameters()))
-    assert synced is calls[0][0] and stale == 0, f"synced_chain_critic(): another module, or {stale} stale tensors"
+    # What tune_w measures on after an update: the same copy, holding the critic's latest weights
+    stale = sum(not torch.equal(p_chain, p.detach().to(torch.bfloat16))
+                for p_chain, p in zip(chain_critic.parameters(), critic.parameters()))
+    assert stale == 0, f"after the last update the copy holds {stale} stale tensors"
     moved = sum(not torch.equal(p_first, p_last) for p_first, p_last in zip(calls[0][1], calls[-1][1]))
     assert moved > 0, "the bf16 copy did not change between updates, so 'it follows the critic' proved nothing"
     dtypes = {p.dtype for p in [*critic.parameters(), *critic_target.parameters()]}
@@ -90,30 +90,22 @@ def test_bf16_chain_draws_only_the_td_targets_a_prime_on_a_bf16_copy_that_follow
     assert adam_dtypes == {torch.float32}, f"Adam's moments are {adam_dtypes}"
 
 
-def record_chains(script, monkeypatch, compile_):
-    """Spy on the policy that train() builds (compiled or not): for each chain drawn inside update_critic (the TD
-    target's a'), record the critic it ran on; `acting` gets the critics of the other chains (acting, evaluation)."""
-    chains, acting, in_update = [], [], []
-    real_update, real_compile = script.update_critic, script.compile_policy
+def record_chains(script, monkeypatch):
+    """Spy on the critics train() hands out: the one each update_critic draws the TD target's a' on (its chain_critic,
+    else the critic), and those acting and evaluation draw on (`acting`)."""
+    chains, acting = [], []
+    real_update, real_act = script.update_critic, script.act
 
-    def spy_update(*args):
-        in_update.append(True)
-        try:
-            return real_update(*args)
-        finally:
-            in_update.pop()
+    def spy_update(batch, critic, critic_target, optimizer, policy, args, chain_critic=None):
+        chains.append(critic if chain_critic is None else chain_critic)
+        return real_update(batch, critic, critic_target, optimizer, policy, args, chain_critic)
 
-    def recorded(policy):
-        def policy_on_record(critic, obs, args, *trace):
-            (chains if in_update else acting).append(critic)
-            return policy(critic, obs, args, *trace)
-        return policy_on_record
+    def spy_act(policy, critic, obs, args):
+        acting.append(critic)
+        return real_act(policy, critic, obs, args)
 
     monkeypatch.setattr(script, "update_critic", spy_update)
-    if compile_:
-        monkeypatch.setattr(script, "compile_policy", lambda policy: recorded(real_compile(policy)))
-    else:
-        monkeypatch.setattr(script, "langevin_policy", recorded(script.langevin_policy))
+    monkeypatch.setattr(script, "act", spy_act)
     return chains, acting
 
 
@@ -122,7 +114,7 @@ def test_a_run_with_bf16_chain_trains_its_float32_critic_drawing_a_prime_on_a_bf
         script, short_chain, compile_, tmp_path, monkeypatch):
     skip_without_bf16_matmul()
     monkeypatch.chdir(tmp_path)
-    chains, acting = record_chains(script, monkeypatch, compile_)
+    chains, acting = record_chains(script, monkeypatch)
     summary = script.train(small_args(script, short_chain, compile=compile_, bf16_chain=True,
                                       exp_name=f"bf16_{compile_}"))
     assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
@@ -140,7 +132,7 @@ def test_a_run_with_bf16_chain_trains_its_float32_critic_drawing_a_prime_on_a_bf
 
 def test_a_run_without_bf16_chain_draws_a_prime_on_the_critic_itself(script, short_chain, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    chains, acting = record_chains(script, monkeypatch, compile_=False)
+    chains, acting = record_chains(script, monkeypatch)
     summary = script.train(small_args(script, short_chain, save_model=False))
     assert summary["exit_code"] == 0, f"exit code {summary['exit_code']}"
     assert len(chains) == NUM_UPDATES, f"{len(chains)} chains drawn by {NUM_UPDATES} updates"

@@ -115,9 +115,9 @@ def test_updates_equal_the_authors_update(monkeypatch, chain):
     critic, critic_target = authors_critic("init"), authors_critic("init", ("target_q1", "target_q2"))
     critic_target.requires_grad_(False)
     tolerance = FP32 if chain == "fp32" else BF16
-    # fast_path builds a' as train() does: on the critic, or with --bf16-chain on a bf16 copy refreshed before each draw
-    draw_next_actions = nclql.fast_path(critic, critic_target, nclql.Args(bf16_chain=chain == "bf16"))[1]
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)  # as train() makes it
+    # fast_path builds a' as train() does: on the critic, or with --bf16-chain on a bf16 copy synced after each Adam step
+    policy, chain_critic = nclql.fast_path(nclql.Args(bf16_chain=chain == "bf16"), critic, critic_target, optimizer)
     num_updates = sum(1 for name in GOLDEN.files if name.endswith(".td_loss"))
     for i in range(num_updates):
         u = lambda name: GOLDEN[f"update{i}.{name}"]  # noqa: E731
@@ -125,7 +125,7 @@ def test_updates_equal_the_authors_update(monkeypatch, chain):
                       for name in ("obs", "action", "reward", "next_obs", "done"))
         draws = ReplayedDraws(monkeypatch, chain_draws(u("next_start"), u("next_noise"))
                               + [u("levels").astype(np.int64), u("smoothing_noise")])
-        metrics = nclql.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
+        metrics = nclql.update_critic(batch, critic, critic_target, optimizer, policy, args, chain_critic)
         draws.assert_all_used()
         for loss in ("td_loss", "smoothing_loss"):  # ours is the mean of the two critics' losses
             expected = u(loss).mean()

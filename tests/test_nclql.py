@@ -91,8 +91,7 @@ def test_smoothing_step_regresses_noisy_levels_onto_the_clean_q_from_before_the_
     sigmas = critic.sigmas
 
     torch.manual_seed(3)
-    draw_next_actions = nclql.fast_path(critic, critic_target, args)[1]  # langevin_policy on the critic
-    metrics = nclql.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
+    metrics = nclql.update_critic(batch, critic, critic_target, optimizer, nclql.langevin_policy, args)
 
     torch.manual_seed(3)
     next_actions = nclql.langevin_policy(replay_critic, next_obs, args)

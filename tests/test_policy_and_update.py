@@ -165,10 +165,10 @@ class SpyPolicy:
 
 
 def update(script, batch, critic, critic_target, optimizer, args):
-    """One update_critic as train() makes it on the float32 path (fast_path's draw_next_actions; a test that spies on
-    the policy patches script.langevin_policy first)."""
-    draw_next_actions = script.fast_path(critic, critic_target, args)[1]
-    return script.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
+    """One update_critic as train() makes it on the float32 path (fast_path's policy; a test that spies on the policy
+    patches script.langevin_policy first)."""
+    policy, chain_critic = script.fast_path(args, critic, critic_target, optimizer)
+    return script.update_critic(batch, critic, critic_target, optimizer, policy, args, chain_critic)
 
 
 @pytest.mark.parametrize("terminated", [0.0, 1.0], ids=["bootstraps", "terminated"])

@@ -4,10 +4,12 @@ import dataclasses
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,13 +72,13 @@ def test_a_run_stopped_by_sigterm_resumes_where_it_stopped(script, tmp_path, mon
         first_action.setdefault("rng", torch.get_rng_state())
         return real_policy(critic, obs, args, *trace)
 
-    def spy_update(batch, critic, critic_target, optimizer, draw_next_actions, args):
+    def spy_update(batch, critic, critic_target, optimizer, policy, args, chain_critic=None):
         if not first_update:
             first_update["critic"] = {k: v.clone() for k, v in critic.state_dict().items()}
             first_update["critic_target"] = {k: v.clone() for k, v in critic_target.state_dict().items()}
             adam_states = optimizer.state_dict()["state"].values()
             first_update["adam"] = [{k: v.clone() for k, v in state.items()} for state in adam_states]
-        return real_update(batch, critic, critic_target, optimizer, draw_next_actions, args)
+        return real_update(batch, critic, critic_target, optimizer, policy, args, chain_critic)
 
     monkeypatch.setattr(script, "update_critic", spy_update)
     monkeypatch.setattr(script, "langevin_policy", spy_policy)
@@ -241,18 +243,6 @@ def test_a_bad_checkpoint_is_refused_with_exit_2_and_nothing_written(script, fla
     assert sorted(glob.glob(str(tmp_path / "**"), recursive=True)) == listing, "something was written"
 
 
-def test_a_checkpoint_that_holds_the_dropped_torch_deterministic_option_still_resumes(script, tmp_path, monkeypatch):
-    """--torch-deterministic had no effect (no cudnn op in an MLP) and was dropped; the results runs' checkpoints
-    hold it, and must still resume and evaluate."""
-    summary, path = finished_run(script, tmp_path, monkeypatch)
-    checkpoint = torch.load(path, weights_only=True)
-    torch.save(checkpoint | {"args": checkpoint["args"] | {"torch_deterministic": True}}, path)
-    assert script.main(["--eval-checkpoint", path]) == 0
-    assert script.main(["--resume", path, "--total-timesteps", "60"]) == 0
-    resumed = torch.load(path, weights_only=True)
-    assert resumed["global_step"] == summary["global_step"] + 20 and "torch_deterministic" not in resumed["args"]
-
-
 def test_a_bf16_chain_run_resumes_without_it_on_a_cpu_without_bf16_matmul(script, tmp_path, monkeypatch, capsys):
     _, path = finished_run(script, tmp_path, monkeypatch)
     checkpoint = torch.load(path, weights_only=True)
@@ -327,3 +317,45 @@ def test_evaluating_a_checkpoint_repeats_the_runs_own_evaluation(script, tmp_pat
     assert "over 3 episodes" in capsys.readouterr().out
     # Options that define the network may not change.
     assert script.main(["--eval-checkpoint", path, "--env-id", "Walker2d-v4"]) == 2
+
+
+def test_a_run_stopped_in_its_warm_up_draws_on_where_its_random_actions_stopped(script, tmp_path, monkeypatch):
+    """The warm-up's uniform-random actions come from the action space's random stream: the checkpoint holds its state
+    and --resume restores it, so a run stopped at env step 10 of its 20 warm-up steps draws next what it would have."""
+    monkeypatch.chdir(tmp_path)
+    real_log_episodes = script.log_episodes
+
+    def stop_at_step_10(writer, infos, global_step):  # as a kill after the vector step that reached env step 10
+        if global_step == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_log_episodes(writer, infos, global_step)
+
+    monkeypatch.setattr(script, "log_episodes", stop_at_step_10)
+    stopped = script.train(script.Args(**{**COUNTER, "total_timesteps": 8, "save_buffer": True}))
+    monkeypatch.setattr(script, "log_episodes", real_log_episodes)
+    assert (stopped["exit_code"], stopped["global_step"], stopped["num_updates"]) == (130, 10, 0), stopped
+    saved = torch.load(stopped["checkpoint"], weights_only=True)
+    space = script.make_vector_env(COUNTER["env_id"], COUNTER["num_envs"], 1, False, "unused").action_space
+    space.np_random.bit_generator.state = saved["rng"]["action_space"]
+    expected = torch.as_tensor(np.concatenate([space.sample() for _ in range(5)]))  # the warm-up's 5 vector steps left
+    assert script.main(["--resume", stopped["checkpoint"]]) == 0
+    actions = torch.load(stopped["checkpoint"], weights_only=True)["replay_buffer"]["actions"]
+    assert torch.equal(actions[:10], saved["replay_buffer"]["actions"]), "the stopped run's transitions changed"
+    assert torch.equal(actions[10:20], expected), \
+        f"after the resume the warm-up drew {actions[10:20].flatten().tolist()}, not {expected.flatten().tolist()}"
+
+
+@pytest.mark.parametrize("autotune_w", [False, True], ids=["fixed-w", "autotune-w"])
+def test_eval_seed_may_change_on_resume_unless_it_seeds_the_chains_that_tune_w(script, autotune_w, tmp_path,
+                                                                              monkeypatch, capsys):
+    """--eval-seed seeds the evaluation envs and the probe's chains. Only --autotune-w feeds the chains back into the
+    run (w is tuned on them), so only there may it not change."""
+    tuning = dict(autotune_w=True, w_tune_start=2, w_tune_interval=2) if autotune_w else {}
+    _, path = finished_run(script, tmp_path, monkeypatch, **tuning)
+    code = script.main(["--resume", path, "--total-timesteps", "60", "--eval-seed", "7"])
+    err = capsys.readouterr().err.strip()
+    if autotune_w:
+        assert code == 2 and err == f"error: --eval-seed is 7 here but 0 in the checkpoint; it cannot change: drop " \
+                                    f"it or start a new run", err
+    else:
+        assert code == 0 and torch.load(path, weights_only=True)["args"]["eval_seed"] == 7, err

@@ -256,3 +256,21 @@ def test_watching_the_sampler_does_not_change_the_run_and_the_probe_is_kept(scri
     assert script.main(["--resume", runs[1]["checkpoint"], "--total-timesteps", "60"]) == 0
     resumed = torch.load(runs[1]["checkpoint"], weights_only=True)
     assert resumed["learning_step"] > 40 and torch.equal(resumed["sampler_probe"], probe), "the probe changed"
+
+
+def test_the_statistics_run_once_at_an_evaluation_that_falls_on_their_interval(script, short_chain, tmp_path,
+                                                                                monkeypatch):
+    """Every --sampler-stats-interval updates and at each evaluation, once where both fall on the same update: 17
+    updates with evaluations at updates 8 and 16 and the interval 8 watch the sampler twice, not again an update on."""
+    monkeypatch.chdir(tmp_path)
+    calls, real_statistics = [], script.sampler_statistics
+
+    def spy_statistics(critic, probe_obs, args, w=None):
+        calls.append(critic.fc_out.weight.detach().clone())
+        return real_statistics(critic, probe_obs, args, w)
+
+    monkeypatch.setattr(script, "sampler_statistics", spy_statistics)
+    options = {**COUNTER, "total_timesteps": 32, "eval_frequency": 16, "sampler_stats_interval": 8, "save_model": False}
+    summary = script.train(script.Args(**options, **short_chain))
+    assert summary["num_updates"] == 17 and len(summary["eval_returns"]) == 2, summary
+    assert len(calls) == 2, f"the statistics ran {len(calls)} times in 17 updates (at updates 8 and 16 expected)"

@@ -157,9 +157,8 @@ def test_a_truncated_transition_keeps_its_final_obs_and_only_a_termination_stops
         finishes["truncated"] += (truncations & ~terminations).sum()
         obs = next_obs
     envs.close()
-    stored = rb.state_dict()
-    assert stored["size"] == num_envs * num_steps, f"{stored['size']} transitions stored"
-    obs, next_obs, terminated = (stored[name].numpy() for name in ("obs", "next_obs", "terminated"))
+    assert rb.size == num_envs * num_steps, f"{rb.size} transitions stored"
+    obs, next_obs, terminated = (getattr(rb, name).numpy() for name in ("obs", "next_obs", "terminated"))
     assert_each_transition_is_one_real_step(obs, next_obs, terminated)
     stored_finishes = {"terminated": terminated.sum(), "truncated": np.sum(next_obs[:, 0] == fake_envs.TIME_LIMIT)}
     assert stored_finishes == finishes, f"stored {stored_finishes}, the envs reported {finishes}"
@@ -265,7 +264,8 @@ def test_a_hopper_run_from_the_command_line_updates_evaluates_logs_and_saves(scr
 def test_the_eta_comes_from_the_average_rate_not_from_a_line_an_evaluation_slowed(script, capsys):
     """An Ant run's line after its evaluation read "SPS 18.9 ... ETA 13:58:49" at 187 env steps/s on average."""
     warmup_end = (time.time() - 50_000 / 190.0, 30_000)  # (time, env step): 190 env steps/s since then
-    script.print_progress(80_000, 1_030_005, sps=18.9, eta_clock=warmup_end, num_updates=10_000, recent_returns=[861.7])
+    run = script.Progress(global_step=80_000, num_updates=10_000)
+    script.print_progress(run, 1_030_005, sps=18.9, eta_clock=warmup_end, recent_returns=[861.7])
     line = capsys.readouterr().out.strip()
     eta = (1_030_005 - 80_000) / 190.0  # 5000 s: 1:23:20
     assert "SPS   18.9" in line and line.endswith(f"ETA {int(eta // 3600)}:{int(eta % 3600 // 60):02d}:20"), line

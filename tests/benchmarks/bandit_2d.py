@@ -65,8 +65,9 @@ def soft_policy_shares(grid_size: int = 801) -> torch.Tensor:
     return (probs[:, None] * near).sum(0).float()
 
 
-def uniform_next_actions(next_obs):
-    """The TD target's a' while training: with gamma = 0 it does not enter the target, so no chain is run for it."""
+def uniform_next_actions(critic, next_obs, args):
+    """The TD target's a' while training (a policy of update_critic's): with gamma = 0 it does not enter the target,
+    so no chain is run for it."""
     return torch.rand(len(next_obs), 2) * 2 - 1
 
 

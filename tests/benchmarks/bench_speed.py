@@ -116,10 +116,10 @@ def update_flops(script, device, batch):
     """Matmul FLOPs of one update as torch counts them (`torch.utils.flop_counter`): every matmul an eager update
     runs, backward passes included, at the shapes it runs them (figures: tests/benchmarks/README.md)."""
     obs_dim, act_dim = batch[0].shape[1], batch[1].shape[1]
-    args, critic, critic_target, optimizer, _, draw_next_actions, _ = make_parts(script, device, False, False,
-                                                                                 obs_dim, act_dim)
+    args, critic, critic_target, optimizer, policy, chain_critic = make_parts(script, device, False, False, obs_dim,
+                                                                              act_dim)
     with CountFlops() as counter:
-        script.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
+        script.update_critic(batch, critic, critic_target, optimizer, policy, args, chain_critic)
     return counter.flops
 
 
@@ -129,8 +129,8 @@ def make_parts(script, device, compiled, bf16, obs_dim, act_dim):
     critic = script.make_critic(args, obs_dim, act_dim)
     critic_target = script.make_critic(args, obs_dim, act_dim).requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
-    policy, draw_next_actions, synced_chain_critic = script.fast_path(critic, critic_target, args)
-    return args, critic, critic_target, optimizer, policy, draw_next_actions, synced_chain_critic
+    policy, chain_critic = script.fast_path(args, critic, critic_target, optimizer)
+    return args, critic, critic_target, optimizer, policy, chain_critic
 
 
 def has_bf16_matmul(device) -> bool:
@@ -142,8 +142,8 @@ def has_bf16_matmul(device) -> bool:
 
 def time_update_and_act(script, device, compiled, bf16, cli):
     obs_dim, act_dim = cli.obs_dim, cli.act_dim
-    args, critic, critic_target, optimizer, policy, draw_next_actions, synced_chain_critic = make_parts(
-        script, device, compiled, bf16, obs_dim, act_dim)
+    args, critic, critic_target, optimizer, policy, chain_critic = make_parts(script, device, compiled, bf16, obs_dim,
+                                                                              act_dim)
     b = cli.batch_size
     batch = (torch.randn(b, obs_dim, device=device), torch.rand(b, act_dim, device=device) * 2 - 1,
              torch.randn(b, device=device), torch.randn(b, obs_dim, device=device), torch.zeros(b, device=device))
@@ -151,7 +151,7 @@ def time_update_and_act(script, device, compiled, bf16, cli):
     start = time.perf_counter()
 
     def update():
-        script.update_critic(batch, critic, critic_target, optimizer, draw_next_actions, args)
+        script.update_critic(batch, critic, critic_target, optimizer, policy, args, chain_critic)
 
     def act():
         with torch.no_grad():
@@ -174,8 +174,8 @@ def time_update_and_act(script, device, compiled, bf16, cli):
     w = torch.tensor(args.w, dtype=torch.float64, device=device)
     tune_args = dataclasses.replace(args, w_lr=0.0)  # w stays put: the time of a step, not where w goes
     tune = functools.partial(script.tune_w, w, functools.partial(policy, w=w))  # as train() calls it:
-    tune(synced_chain_critic(), probe, tune_args)  # on the TD target's chain critic; the first call compiles
-    tune_ms = median_ms(lambda: tune(synced_chain_critic(), probe, tune_args), device, max(3, cli.repeats // 4))
+    tune(chain_critic, probe, tune_args)  # on the TD target's chain critic; the first call compiles
+    tune_ms = median_ms(lambda: tune(chain_critic, probe, tune_args), device, max(3, cli.repeats // 4))
     tune_share = tune_ms / (args.w_tune_interval * (update_ms + act_ms))
     return (update_ms, act_ms, first_call_s, flops, floor_ratio, bf16_floor_ratio, stats_ms, stats_first_s, stats_share,
             tune_ms, tune_share)
