@@ -1,6 +1,7 @@
 # Noise-Conditioned Langevin Q-Learning (NC-LQL), from "Direct Soft-Policy Sampling via Langevin Dynamics" (arXiv
 # 2602.07873). No actor: the soft policy pi(a|s) ~ exp(w Q(s,a)) is sampled by annealed Langevin dynamics on a twin
-# critic conditioned on a noise level. Defaults follow the authors' JAX code (ku-dmlab/NCLQL). README: the method.
+# critic conditioned on a noise level (with the default normalised gradient, w scales the step and the chain does not
+# sample exp(w Q) exactly). Defaults follow the authors' JAX code (ku-dmlab/NCLQL). README: the method.
 import copy
 import dataclasses
 import functools
@@ -28,7 +29,7 @@ class Args:
     num_levels: int = 10  # L: noise levels; level L-1 is the clean critic
     steps_per_level: int = 2  # T: Langevin steps per level (L * T gradient steps per action)
     sigma_max: float = 0.1  # smoothing width of level 0, the smoothest
-    sigma_min: float = 0.001  # sigma of level L-1 (clean, not smoothed): ends the geometric schedule of the sigma_l
+    sigma_min: float = 0.001  # ends the geometric sigma_l at level L-1, which is never smoothed: it sets the steps
     step_lr: float = 1e-4  # base step size: level l uses alpha_l = step_lr * (sigma_l / sigma_min)^2
     w: float = 500.0  # inverse temperature of pi(a|s) ~ exp(w Q(s,a)), Q = Q1 + Q2
     q_grad_norm: bool = True  # step along grad_a Q's direction only (authors); off: Langevin on exp(w (Q1 + Q2))
@@ -69,7 +70,7 @@ class Args:
     sampler_probe_states: int = 16  # M: states watched, drawn from the buffer when learning starts
     sampler_probe_chains: int = 64  # C: chains per probe state
 
-    # Tuning w as SAC tunes its temperature (beyond the paper; README: Tuning w)
+    # Tuning w as SAC tunes its temperature (beyond the paper; tests/results/README.md: Tuning w)
     autotune_w: bool = False  # move log w toward --target-entropy (off: w stays --w, as the authors have it)
     target_entropy: float = -1.0  # nats per action dimension (entropy_bound: -5.49 to 1.42)
     w_lr: float = 0.2  # each tuning step moves log w by w_lr * (measured entropy - target)
@@ -165,6 +166,11 @@ def sinusoidal_encoding(levels: torch.Tensor, dim: int = 16) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1) / math.sqrt(dim)
 
 
+def sigma_schedule(sigma_max: float, sigma_min: float, num_levels: int) -> torch.Tensor:
+    """sigma_l, l = 0..L-1: geometric from sigma_max (smoothest, l=0) to sigma_min (clean, l=L-1)."""
+    return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), num_levels))
+
+
 class NoiseConditionedTwinCritic(nn.Module):
     """Q1(s, a, l) and Q2(s, a, l), each concat(obs, action, e_l) -> 3 x 256 mish -> scalar, e_l the level's embedding.
     Level L-1 is the clean Q(s, a); level l < L-1 is Q smoothed by action noise of width sigma_l (buffer `sigmas`)."""
@@ -202,11 +208,6 @@ def make_critic(args: Args, obs_dim: int, act_dim: int) -> nn.Module:
 
 
 # LANGEVIN SAMPLER
-def sigma_schedule(sigma_max: float, sigma_min: float, num_levels: int) -> torch.Tensor:
-    """sigma_l, l = 0..L-1: geometric from sigma_max (smoothest, l=0) to sigma_min (clean, l=L-1)."""
-    return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), num_levels))
-
-
 def level_step_sizes(step_lr: float, sigmas: torch.Tensor) -> torch.Tensor:
     """alpha_l = step_lr * (sigma_l / sigma_{L-1})^2, NCSN's step size at level l: 1.0 down to 1e-4 at the defaults."""
     return step_lr * (sigmas / sigmas[-1]) ** 2
@@ -283,8 +284,8 @@ def update_critic(batch, critic, critic_target, optimizer, policy, args: Args, c
     optimizer.step()
 
     # SMOOTHING STEP: Q_i(s, a + sigma_l z, l), l < L-1, regresses onto mean(Q1, Q2)(s, a, L-1), so level l learns
-    # the clean Q smoothed by N(0, sigma_l^2). The target is taken from BEFORE the TD step (as the authors do); the
-    # noisy action is not clipped.
+    # E[Q(s, a) | s, a + sigma_l z]: Q smoothed by N(0, sigma_l^2), weighted by the buffer's actions. The target is
+    # taken from BEFORE the TD step (as the authors do); the noisy action is not clipped.
     smoothing_target = q.detach().mean(0)
     levels = torch.randint(0, len(critic.sigmas) - 1, (len(obs),), device=obs.device)
     noisy_actions = actions + critic.sigmas[levels, None] * torch.randn_like(actions)
@@ -365,7 +366,7 @@ def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: A
     return returns
 
 
-# WATCHING THE SAMPLER: sampler/ in TensorBoard (README: the sampler's statistics)
+# WATCHING THE SAMPLER: sampler/ in TensorBoard (tests/results/README.md: Watching the sampler)
 def draw_probe(rb: ReplayBuffer, args: Args) -> torch.Tensor:
     """The M states watched, drawn once from the buffer by a generator of their own, and kept."""
     generator = torch.Generator(device=rb.device).manual_seed(args.seed)
@@ -422,7 +423,7 @@ def trace_groups(args: Args) -> dict[str, range]:
     return {f"level_{level}": range(level * per_level, (level + 1) * per_level) for level in range(args.num_levels)}
 
 
-# TUNING w (--autotune-w; beyond the paper: README "Tuning w")
+# TUNING w (--autotune-w; beyond the paper)
 def tune_w(w: torch.Tensor, policy, critic: nn.Module, probe_obs: torch.Tensor, args: Args) -> dict[str, float]:
     """One step of the rule that tunes w as SAC tunes its temperature, on the entropy_bound of the probe's chains:
         w <- clip(w * exp(w_lr * (entropy - target_entropy)), w_min, w_max)
@@ -485,14 +486,13 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
 
     # A resumed run starts fresh episodes; without its replay buffer it first refills it (refill_buffer: why, how).
     start_iteration = run.global_step // args.num_envs
-    refill_iterations = 0 if rb.size or start_iteration >= num_iterations else min(start_iteration, warmup_iterations)
-    print_resume_status(args, run, refill_iterations, start_iteration >= num_iterations) if checkpoint else None
-    previous_handlers = on_stop_signals(stop_requested := [])  # Ctrl-C, kill: stop after this vector step
+    refill_iterations = resume_plan(args, checkpoint, run, rb, start_iteration, warmup_iterations, num_iterations)
+    restore_signals = on_stop_signals(stop_requested := [])  # Ctrl-C, kill: stop after this vector step
     obs, _ = envs.reset(seed=args.seed + run.global_step)
     try:
         obs = refill_buffer(envs, obs, rb, policy, critic, refill_iterations, stop_requested, args)
-        recent_returns, metrics, start_time, start_step = [], {}, time.time(), run.global_step
-        last_log_time, last_log_step = eta_clock = (start_time, run.global_step)  # eta_clock: reset as learning starts
+        recent_returns, metrics = [], {}
+        start = last_log = eta_clock = (time.time(), run.global_step)  # (time, env step); eta_clock: reset at learning
         for iteration in range(start_iteration, num_iterations):
             # SELECT ACTION: uniform random during the warm-up, then the Langevin policy
             warmup = iteration < warmup_iterations
@@ -515,7 +515,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                                         chain_critic)
                 run.num_updates += 1
                 if run.num_updates % 100 == 1:
-                    sps = int((run.global_step - start_step) / (time.time() - start_time))
+                    sps = int((run.global_step - start[1]) / (time.time() - start[0]))
                     log_metrics(writer, check_finite(metrics, run.global_step) | {"SPS": sps}, run.global_step)
                 watch_and_tune(writer, run, rb, w, policy, critic, chain_critic, args)
 
@@ -533,10 +533,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                 save()
 
             # LOG PROGRESS
-            if (now := time.time()) - last_log_time >= args.log_interval_s:
-                sps = (run.global_step - last_log_step) / (now - last_log_time)
-                print_progress(run, num_iterations * args.num_envs, sps, eta_clock, recent_returns)
-                last_log_time, last_log_step = now, run.global_step
+            if time.time() - last_log[0] >= args.log_interval_s:
+                last_log = print_progress(run, num_iterations * args.num_envs, last_log, eta_clock, recent_returns)
         check_finite(metrics, run.global_step)
         save()
     except KeyboardInterrupt:
@@ -550,8 +548,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
               file=sys.stderr)
         summary["exit_code"] = 1
     finally:
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
+        restore_signals()
         for handle in (envs, eval_envs, writer):
             handle.close()
     return summary | {"num_updates": run.num_updates, "global_step": run.global_step}
@@ -805,15 +802,16 @@ def save_checkpoint(path: str, state: dict) -> str:
     return path
 
 
-def on_stop_signals(stop_requested: list) -> dict:
+def on_stop_signals(stop_requested: list):
     """Ctrl-C or kill (SIGTERM) sets the flag stop_requested: train() saves and stops after the vector step under way,
-    so a checkpoint never holds half an update; a second signal stops at once. Returns the previous handlers."""
+    so a checkpoint never holds half an update; a second signal stops at once. Returns what puts back the handlers."""
     def request_stop(signum, frame):
         if stop_requested:
             raise KeyboardInterrupt
         stop_requested.append(signum)
 
-    return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(signum, handler) for signum, handler in previous.items()]
 
 
 def check_finite(metrics: dict, global_step: int) -> dict:
@@ -859,22 +857,32 @@ def log_metrics(writer, values: dict, global_step: int) -> None:
         writer.add_scalar(tag, value, global_step)
 
 
-def print_progress(run: Progress, total_steps: int, sps: float, eta_clock: tuple, recent_returns: list) -> None:
-    """SPS since the last line; the ETA at the average rate since eta_clock's (time, env step), evaluations included."""
-    average_sps = (run.global_step - eta_clock[1]) / (time.time() - eta_clock[0])
+def print_progress(run: Progress, total_steps: int, last_log: tuple, eta_clock: tuple, recent_returns: list) -> tuple:
+    """SPS since last_log's (time, env step); the ETA at the average rate since eta_clock's, evaluations included.
+    Returns this line's (time, env step)."""
+    now = time.time()
+    sps, average_sps = ((run.global_step - step) / (now - t) for t, step in (last_log, eta_clock))
     eta_s = (total_steps - run.global_step) / average_sps if average_sps > 0 else 0.0
     eta = f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"
     last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
     print(f"step {run.global_step:>9,}/{total_steps:,} | SPS {sps:6.1f} | updates {run.num_updates:,} | return (last "
           f"10) {last_return} | ETA {eta}", flush=True)
+    return now, run.global_step
 
 
-def print_resume_status(args: Args, run: Progress, refill_iterations: int, finished: bool) -> None:
+def resume_plan(args: Args, checkpoint: dict | None, run: Progress, rb: ReplayBuffer, start_iteration: int,
+                warmup_iterations: int, num_iterations: int) -> int:
+    """Say where a resumed run goes on; return the vector steps that refill its buffer first (none if it was saved)."""
+    if not checkpoint:
+        return 0
+    finished = start_iteration >= num_iterations
+    refill_iterations = 0 if rb.size or finished else min(start_iteration, warmup_iterations)
     print(f"resumed {args.resume} at env step {run.global_step:,} ({run.num_updates:,} updates)"
           + (f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with the policy "
              f"first" if refill_iterations else "")
           + (f"; it has reached --total-timesteps {args.total_timesteps:,}: give a larger one to go on" if finished
              else ""), flush=True)
+    return refill_iterations
 
 
 # COMMAND LINE

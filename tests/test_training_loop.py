@@ -265,7 +265,8 @@ def test_the_eta_comes_from_the_average_rate_not_from_a_line_an_evaluation_slowe
     """An Ant run's line after its evaluation read "SPS 18.9 ... ETA 13:58:49" at 187 env steps/s on average."""
     warmup_end = (time.time() - 50_000 / 190.0, 30_000)  # (time, env step): 190 env steps/s since then
     run = script.Progress(global_step=80_000, num_updates=10_000)
-    script.print_progress(run, 1_030_005, sps=18.9, eta_clock=warmup_end, recent_returns=[861.7])
+    last_line = (time.time() - 10.0, 80_000 - 189)  # 189 env steps in the last 10 s, an evaluation among them
+    script.print_progress(run, 1_030_005, last_log=last_line, eta_clock=warmup_end, recent_returns=[861.7])
     line = capsys.readouterr().out.strip()
     eta = (1_030_005 - 80_000) / 190.0  # 5000 s: 1:23:20
     assert "SPS   18.9" in line and line.endswith(f"ETA {int(eta // 3600)}:{int(eta % 3600 // 60):02d}:20"), line

@@ -181,12 +181,12 @@ def time_update_and_act(script, device, compiled, bf16, cli):
             tune_ms, tune_share)
 
 
-def training_sps(script, device, compiled, bf16, cli):
+def training_sps(script, device, compiled, bf16, cli, **overrides):
     """Steady-state env steps/s of the real loop: the median SPS of progress intervals that start after learning."""
     args = script.Args(env_id=cli.env_id, num_envs=cli.num_envs, learning_starts=cli.sps_learning_starts,
                        total_timesteps=cli.sps_updates * cli.num_envs, compile=compiled, bf16_chain=bf16,
                        cuda=device.type == "cuda", eval_frequency=10**9, eval_episodes=cli.num_envs,
-                       log_interval_s=cli.sps_interval_s, save_model=False, exp_name="bench_speed")
+                       log_interval_s=cli.sps_interval_s, save_model=False, exp_name="bench_speed", **overrides)
     out, cwd = io.StringIO(), os.getcwd()
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(out):
         os.chdir(tmp)  # runs/ goes to a temporary folder
