@@ -313,10 +313,17 @@ def test_evaluating_a_checkpoint_repeats_the_runs_own_evaluation(script, tmp_pat
     assert f"return {run_return:.1f} +- " in out and "min " in out and "max " in out, out
     assert sorted(glob.glob(str(tmp_path / "**"), recursive=True)) == listing, "--eval-checkpoint wrote something"
     # The sampler may be studied at test time: more particles change the returns, not the critic.
+    before = torch.load(path, weights_only=True)["critic"]
+    four = script.evaluate_checkpoint(dataclasses.replace(saved_args, eval_checkpoint=path, num_particles=4))
+    assert not np.array_equal(four["returns"], returns), f"4 particles gave the same returns, {returns}"
+    after = torch.load(path, weights_only=True)["critic"]
+    assert all(torch.equal(value, after[name]) for name, value in before.items()), "evaluating changed the critic"
     assert script.main(["--eval-checkpoint", path, "--num-particles", "4"]) == 0
     assert "over 3 episodes" in capsys.readouterr().out
     # Options that define the network may not change.
     assert script.main(["--eval-checkpoint", path, "--env-id", "Walker2d-v4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --env-id is Walker2d-v4 here but Hopper-v4 in the checkpoint"), err
 
 
 def test_a_run_stopped_in_its_warm_up_draws_on_where_its_random_actions_stopped(script, tmp_path, monkeypatch):
