@@ -875,7 +875,7 @@ def evaluate_checkpoint(args: Args, checkpoint: dict | None = None) -> dict:
     check_same_options(args, checkpoint["args"], NETWORK_OPTIONS)
     critic = make_critic(args, obs_dim, act_dim)
     load_critic(critic, checkpoint["critic"], args.eval_checkpoint)
-    policy, _ = fast_path(args, critic)
+    policy, _ = fast_path(dataclasses.replace(args, bf16_chain=False), critic)  # a bf16 chain draws only a' to learn
     if checkpoint.get("w") is not None and args.w == checkpoint["args"]["w"]:
         policy = functools.partial(policy, w=tuned_w_tensor(checkpoint["w"], training_device(args)))
     run_name = f"{os.path.basename(os.path.dirname(os.path.abspath(args.eval_checkpoint)))}/eval_checkpoint"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import BF16_MATMUL, ROOT
 
 # Counter-v0 with 2 envs: 20 warm-up env steps, then one update per vector step, an evaluation every 16 learning steps.
 # No sampler statistics (test_sampler_statistics.py tests them with a resume): at test sizes a call takes ~0.2-0.5 s.
@@ -320,6 +320,9 @@ def test_evaluating_a_checkpoint_repeats_the_runs_own_evaluation(script, tmp_pat
     assert all(torch.equal(value, after[name]) for name, value in before.items()), "evaluating changed the critic"
     assert script.main(["--eval-checkpoint", path, "--num-particles", "4"]) == 0
     assert "over 3 episodes" in capsys.readouterr().out
+    if BF16_MATMUL:  # --bf16-chain draws only the TD target's a': evaluating with it asked for is evaluating
+        assert script.main(["--eval-checkpoint", path, "--bf16-chain"]) == 0
+        assert f"return {run_return:.1f} +- " in capsys.readouterr().out
     # Options that define the network may not change.
     assert script.main(["--eval-checkpoint", path, "--env-id", "Walker2d-v4"]) == 2
     err = capsys.readouterr().err.strip()
