@@ -116,7 +116,8 @@ def test_updates_equal_the_authors_update(monkeypatch, chain):
     critic_target.requires_grad_(False)
     tolerance = FP32 if chain == "fp32" else BF16
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)  # as train() makes it
-    # fast_path builds a' as train() does: on the critic, or with --bf16-chain on a bf16 copy synced after each Adam step
+    # fast_path builds a' as train() does: on the critic, or with --bf16-chain on a bf16 copy synced after each
+    # Adam step
     policy, chain_critic = nclql.fast_path(nclql.Args(bf16_chain=chain == "bf16"), critic, critic_target, optimizer)
     num_updates = sum(1 for name in GOLDEN.files if name.endswith(".td_loss"))
     for i in range(num_updates):

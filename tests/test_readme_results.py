@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 EVALUATIONS = os.path.join(ROOT, "tests", "results", "rows", "evaluations.csv")
 # Runs of the CSV that README's table leaves out on purpose, and why (the records give them)
-NOT_IN_README = {"results_nclql-walker2d-500k": "Walker2d's first run, lost at 500k before its 1M; the 1M run has the row"}
+NOT_IN_README = {  # exp_name: why README's table leaves the run out
+    "results_nclql-walker2d-500k": "Walker2d's first run, lost at 500k before its 1M; the 1M run has the row"}
 RUN = re.compile(r"`(results_[\w.-]+)` ([\d, ]+)")  # a run group of the runs cell: `exp_name` seeds (chain)
 NUMBER = re.compile(r"-?\d+\.\d+")  # README's returns carry decimals; "500k" and "3e-4" do not match
 
@@ -24,7 +25,8 @@ def csv_runs() -> dict:
     points = collections.defaultdict(list)
     with open(EVALUATIONS, newline="") as f:
         for row in csv.DictReader(f):
-            points[row["env_id"], row["exp_name"], int(row["seed"])].append((int(row["env_step"]), float(row["return"])))
+            run = row["env_id"], row["exp_name"], int(row["seed"])
+            points[run].append((int(row["env_step"]), float(row["return"])))
     return {run: [value for _, value in sorted(p)] for run, p in points.items()}
 
 
@@ -45,7 +47,8 @@ def column(header: list[str], name: str) -> int:
 
 
 def parsed_rows() -> list[dict]:
-    """Each row of README's table: env, its runs [(exp_name, seed)] in order, and the final and last-3 cells' numbers."""
+    """Each row of README's table: env, its runs [(exp_name, seed)] in order, and the final and last-3 cells'
+    numbers."""
     header, rows = readme_results_table()
     env, runs, final, last3 = (column(header, name) for name in ("env", "runs", "final", "last 3"))
     parsed = []

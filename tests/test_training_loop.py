@@ -292,6 +292,27 @@ def test_a_run_logs_every_update_metric_the_returns_and_the_hyperparameters(scri
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
 
 
+def test_a_forks_new_update_scalar_reaches_tensorboard_from_the_updates_dict_alone(script, tmp_path, monkeypatch):
+    """A fork that adds a value to the dict update_critic returns, a float or a tensor, finds it under losses/ with no
+    other edit."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    real_update = script.update_critic
+
+    def forked_update(*args, **kwargs):
+        return real_update(*args, **kwargs) | {"fork_float": 0.5, "fork_tensor": torch.tensor(2.0)}
+
+    monkeypatch.setattr(script, "update_critic", forked_update)
+    summary = script.train(script.Args(env_id="tests.fake_envs:Counter-v0", num_envs=2, total_timesteps=20,
+                                       learning_starts=20, eval_episodes=2, batch_size=16, sampler_stats_interval=0))
+    assert summary["exit_code"] == 0, summary
+    events = EventAccumulator(summary["run_dir"]).Reload()
+    logged = {tag: [event.value for event in events.Scalars(tag)] for tag in ("losses/fork_float", "losses/fork_tensor")
+              if tag in events.Tags()["scalars"]}
+    assert logged == {"losses/fork_float": [0.5], "losses/fork_tensor": [2.0]}, logged
+
+
 @pytest.mark.parametrize("total_timesteps, env_steps, num_updates, eval_updates", [
     (40, 64, 11, [4, 8, 10]),  # 40 is off the every-16 schedule: one more evaluation on reaching it
     (32, 56, 9, [4, 8]),  # like the defaults: the last scheduled evaluation, then the authors' extra vector step
