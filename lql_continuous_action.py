@@ -162,11 +162,12 @@ class EnsembleLinear(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """Q1(s, a) and Q2(s, a), each: concat(obs, action) -> 3 x 256 mish -> scalar."""
+    """Q1(s, a) and Q2(s, a), each: concat(obs, action) -> 3 x 256 mish -> scalar. It carries the chain's K step sizes
+    (langevin_step_sizes), worked out once when it is made, as NC-LQL's critic carries its sigma_l."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256):
+    def __init__(self, obs_dim: int, act_dim: int, step_sizes: list[float], hidden_dim: int = 256):
         super().__init__()
-        self.act_dim, self.activation = act_dim, F.mish
+        self.act_dim, self.step_sizes, self.activation = act_dim, step_sizes, F.mish
         self.fc1 = EnsembleLinear(2, obs_dim + act_dim, hidden_dim)
         self.fc2 = EnsembleLinear(2, hidden_dim, hidden_dim)
         self.fc3 = EnsembleLinear(2, hidden_dim, hidden_dim)
@@ -182,7 +183,7 @@ class TwinCritic(nn.Module):
 
 
 def make_critic(args: Args, obs_dim: int, act_dim: int) -> nn.Module:
-    return TwinCritic(obs_dim, act_dim).to(training_device(args))
+    return TwinCritic(obs_dim, act_dim, langevin_step_sizes(args)).to(training_device(args))
 
 
 # LANGEVIN SAMPLER
@@ -236,7 +237,7 @@ def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args, trace: lis
     def q_fn(actions):
         return critic(obs_n, actions).sum(0)
 
-    actions = langevin_sample(q_fn, n * batch_size, critic.act_dim, langevin_step_sizes(args), w, args.q_grad_norm,
+    actions = langevin_sample(q_fn, n * batch_size, critic.act_dim, critic.step_sizes, w, args.q_grad_norm,
                               device=obs.device, trace=trace)
     if n == 1:
         return actions

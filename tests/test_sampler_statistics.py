@@ -23,12 +23,13 @@ class LinearCritic(torch.nn.Module):
     """Q1 = c . a and Q2 = Q1 + b . a at every noise level, so grad_a (Q1 + Q2) = 2c + b everywhere (c = b = 0: no
     gradient at all). b = 0 by default: Q1 = Q2."""
 
-    def __init__(self, c: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor | None = None):
+    def __init__(self, c: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor | None = None, step_sizes=None):
         super().__init__()
         self.act_dim = len(c)
         self.register_buffer("c", c)
         self.register_buffer("b", torch.zeros_like(c) if b is None else b)
         self.register_buffer("sigmas", sigmas)  # NC-LQL's chain reads its sigma_l from the critic
+        self.step_sizes = step_sizes  # LQL's, its step sizes
 
     def forward(self, obs, actions, level=None):
         q = actions @ self.c
@@ -39,9 +40,9 @@ class StateLinearCritic(torch.nn.Module):
     """Q1 = Q2 = c(s) . a with c(s) the state's first act_dim coordinates: each probe state has a law of its own (a
     state of zeros: no gradient, the chain is noise alone; a steep c(s): every chain on the corner sign(c(s)))."""
 
-    def __init__(self, act_dim: int, sigmas: torch.Tensor):
+    def __init__(self, act_dim: int, sigmas: torch.Tensor, step_sizes=None):
         super().__init__()
-        self.act_dim = act_dim
+        self.act_dim, self.step_sizes = act_dim, step_sizes
         self.register_buffer("sigmas", sigmas)
 
     def forward(self, obs, actions, level=None):
@@ -53,9 +54,14 @@ def sigmas_of(script, args):
     return nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels) if script is nclql else None
 
 
+def step_sizes_of(script, args):
+    return lql.langevin_step_sizes(args) if script is lql else None
+
+
 def linear_critic(script, args, c, b=None):
     b = None if b is None else torch.as_tensor(b, dtype=torch.float32)
-    return LinearCritic(torch.as_tensor(c, dtype=torch.float32), sigmas_of(script, args), b)
+    c = torch.as_tensor(c, dtype=torch.float32)
+    return LinearCritic(c, sigmas_of(script, args), b, step_sizes_of(script, args))
 
 
 def test_on_a_steep_linear_critic_every_chain_sits_on_its_corner_and_q_gain_takes_the_min_of_q1_and_q2(script):
@@ -214,7 +220,7 @@ def test_probe_states_whose_laws_differ_are_summarised_state_by_state(script):
     probe = torch.zeros(3, OBS_DIM)
     probe[1, :ACT_DIM], probe[2, :ACT_DIM] = c, -c
     args = script.Args(w=1e6, sampler_probe_states=3, sampler_probe_chains=chains, **TWO_STEPS_A_GROUP[script])
-    critic = StateLinearCritic(ACT_DIM, sigmas_of(script, args))
+    critic = StateLinearCritic(ACT_DIM, sigmas_of(script, args), step_sizes_of(script, args))
     stats = script.sampler_statistics(critic, probe, args)
     for group, (on_face, std, kurtosis) in group_laws(script, args).items():
         log_std_error = math.sqrt((kurtosis - 1) / (4 * chains)) / math.sqrt(ACT_DIM)  # the noisy state's alone

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import OBS_DIM, nclql
+from tests.conftest import OBS_DIM, lql, nclql
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 GAUSSIAN_AT_UNIT_STD = 0.5 * math.log(2 * math.pi * math.e)  # 1.4189: the entropy of N(0, 1), in nats
@@ -64,9 +64,9 @@ class BowlCritic(torch.nn.Module):
     a ~ N(0, 1 / (2 w)) per dimension; a step of alpha, a <- (1 - alpha w) a + sqrt(alpha) z, has the stationary
     variance 1 / (w (2 - alpha w))."""
 
-    def __init__(self, act_dim: int, sigmas: torch.Tensor | None):
+    def __init__(self, act_dim: int, sigmas: torch.Tensor | None, step_sizes: list[float] | None = None):
         super().__init__()
-        self.act_dim = act_dim
+        self.act_dim, self.step_sizes = act_dim, step_sizes  # sigmas: NC-LQL's chain's; step sizes: LQL's
         self.register_buffer("sigmas", sigmas)
 
     def forward(self, obs, actions, level=None):
@@ -94,7 +94,9 @@ def test_tune_w_brings_the_entropy_to_its_target_on_a_bowl(script, start_w):
     (too little) fall; after 25 steps w is within 3% of 100, and each step's logged entropy is the chain's."""
     args = bowl_args(script, w=start_w, target_entropy=bowl_entropy(100.0))
     sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels) if script is nclql else None
-    critic, probe, w = BowlCritic(3, sigmas), torch.zeros(8, OBS_DIM), torch.tensor(start_w, dtype=torch.float64)
+    step_sizes = lql.langevin_step_sizes(args) if script is lql else None
+    critic, probe = BowlCritic(3, sigmas, step_sizes), torch.zeros(8, OBS_DIM)
+    w = torch.tensor(start_w, dtype=torch.float64)
     policy = functools.partial(script.langevin_policy, w=w)  # as fast_path binds it
     history = [script.tune_w(w, policy, critic, probe, args) for _ in range(25)]
     first = history[0]
@@ -109,8 +111,9 @@ def test_tune_w_stays_within_its_bounds(script, target, bound):
     """A target the chain cannot reach drives w to the bound on its side, and w stays there."""
     args = bowl_args(script, w=100.0, target_entropy=target, w_bounds=(20.0, 400.0), w_lr=2.0)
     sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels) if script is nclql else None
+    step_sizes = lql.langevin_step_sizes(args) if script is lql else None
     w = torch.tensor(100.0, dtype=torch.float64)
-    policy, critic = functools.partial(script.langevin_policy, w=w), BowlCritic(3, sigmas)
+    policy, critic = functools.partial(script.langevin_policy, w=w), BowlCritic(3, sigmas, step_sizes)
     values = [script.tune_w(w, policy, critic, torch.zeros(4, OBS_DIM), args)["charts/w"]
               for _ in range(6)]
     assert all(20.0 <= v <= 400.0 for v in values), values
@@ -186,7 +189,9 @@ def test_a_compiled_chain_reads_the_tuned_w_without_compiling_again(script, shor
 
     args = script.Args(**short_chain, compile=True)
     sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels) if script is nclql else None
-    critic, obs, w = BowlCritic(3, sigmas), torch.randn(8, OBS_DIM), torch.tensor(500.0, dtype=torch.float64)
+    step_sizes = lql.langevin_step_sizes(args) if script is lql else None
+    critic, obs = BowlCritic(3, sigmas, step_sizes), torch.randn(8, OBS_DIM)
+    w = torch.tensor(500.0, dtype=torch.float64)
     eager_critic = copy.deepcopy(critic)  # fast_path compiles the critic in place too: the reference stays eager
     compiled = script.fast_path(args, critic)[0]
     torch._dynamo.reset()
