@@ -73,6 +73,14 @@ def one_plain_update(script, args):
     return metrics, adam_steps
 
 
+def chain_schedule(script, args):
+    """What a test critic carries for its script's chain, as the scripts' critics do: (sigmas, step_sizes), NC-LQL's
+    sigma_l or LQL's K step sizes, the other None."""
+    if script is nclql:
+        return nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels), None
+    return None, lql.langevin_step_sizes(args)
+
+
 OBS_DIM, ACT_DIM = 5, 3  # the method tests' small shapes
 
 

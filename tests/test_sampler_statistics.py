@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import ACT_DIM, OBS_DIM, lql, nclql
+from tests.conftest import ACT_DIM, OBS_DIM, chain_schedule, lql, nclql
 
 COUNTER = dict(env_id="tests.fake_envs:Counter-v0", num_envs=2, learning_starts=20, total_timesteps=40,
                eval_frequency=20, eval_episodes=2, batch_size=16)
@@ -50,18 +50,13 @@ class StateLinearCritic(torch.nn.Module):
         return torch.stack([q, q])
 
 
-def sigmas_of(script, args):
-    return nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels) if script is nclql else None
-
-
-def step_sizes_of(script, args):
-    return lql.langevin_step_sizes(args) if script is lql else None
 
 
 def linear_critic(script, args, c, b=None):
     b = None if b is None else torch.as_tensor(b, dtype=torch.float32)
     c = torch.as_tensor(c, dtype=torch.float32)
-    return LinearCritic(c, sigmas_of(script, args), b, step_sizes_of(script, args))
+    sigmas, step_sizes = chain_schedule(script, args)
+    return LinearCritic(c, sigmas, b, step_sizes)
 
 
 def test_on_a_steep_linear_critic_every_chain_sits_on_its_corner_and_q_gain_takes_the_min_of_q1_and_q2(script):
@@ -220,7 +215,7 @@ def test_probe_states_whose_laws_differ_are_summarised_state_by_state(script):
     probe = torch.zeros(3, OBS_DIM)
     probe[1, :ACT_DIM], probe[2, :ACT_DIM] = c, -c
     args = script.Args(w=1e6, sampler_probe_states=3, sampler_probe_chains=chains, **TWO_STEPS_A_GROUP[script])
-    critic = StateLinearCritic(ACT_DIM, sigmas_of(script, args), step_sizes_of(script, args))
+    critic = StateLinearCritic(ACT_DIM, *chain_schedule(script, args))
     stats = script.sampler_statistics(critic, probe, args)
     for group, (on_face, std, kurtosis) in group_laws(script, args).items():
         log_std_error = math.sqrt((kurtosis - 1) / (4 * chains)) / math.sqrt(ACT_DIM)  # the noisy state's alone

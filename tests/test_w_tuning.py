@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import OBS_DIM, lql, nclql
+from tests.conftest import OBS_DIM, chain_schedule, nclql
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 GAUSSIAN_AT_UNIT_STD = 0.5 * math.log(2 * math.pi * math.e)  # 1.4189: the entropy of N(0, 1), in nats
@@ -93,8 +93,7 @@ def test_tune_w_brings_the_entropy_to_its_target_on_a_bowl(script, start_w):
     """Target: the entropy of the bowl's chain at w = 100. From w = 10 (too much entropy) w must rise, from 1000
     (too little) fall; after 25 steps w is within 3% of 100, and each step's logged entropy is the chain's."""
     args = bowl_args(script, w=start_w, target_entropy=bowl_entropy(100.0))
-    sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels) if script is nclql else None
-    step_sizes = lql.langevin_step_sizes(args) if script is lql else None
+    sigmas, step_sizes = chain_schedule(script, args)
     critic, probe = BowlCritic(3, sigmas, step_sizes), torch.zeros(8, OBS_DIM)
     w = torch.tensor(start_w, dtype=torch.float64)
     policy = functools.partial(script.langevin_policy, w=w)  # as fast_path binds it
@@ -110,8 +109,7 @@ def test_tune_w_brings_the_entropy_to_its_target_on_a_bowl(script, start_w):
 def test_tune_w_stays_within_its_bounds(script, target, bound):
     """A target the chain cannot reach drives w to the bound on its side, and w stays there."""
     args = bowl_args(script, w=100.0, target_entropy=target, w_bounds=(20.0, 400.0), w_lr=2.0)
-    sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels) if script is nclql else None
-    step_sizes = lql.langevin_step_sizes(args) if script is lql else None
+    sigmas, step_sizes = chain_schedule(script, args)
     w = torch.tensor(100.0, dtype=torch.float64)
     policy, critic = functools.partial(script.langevin_policy, w=w), BowlCritic(3, sigmas, step_sizes)
     values = [script.tune_w(w, policy, critic, torch.zeros(4, OBS_DIM), args)["charts/w"]
@@ -188,8 +186,7 @@ def test_a_compiled_chain_reads_the_tuned_w_without_compiling_again(script, shor
     import torch._dynamo.utils
 
     args = script.Args(**short_chain, compile=True)
-    sigmas = nclql.sigma_schedule(args.sigma_max, args.sigma_min, args.num_levels) if script is nclql else None
-    step_sizes = lql.langevin_step_sizes(args) if script is lql else None
+    sigmas, step_sizes = chain_schedule(script, args)
     critic, obs = BowlCritic(3, sigmas, step_sizes), torch.randn(8, OBS_DIM)
     w = torch.tensor(500.0, dtype=torch.float64)
     eager_critic = copy.deepcopy(critic)  # fast_path compiles the critic in place too: the reference stays eager

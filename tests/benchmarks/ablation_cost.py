@@ -17,19 +17,16 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.benchmarks.bench_speed import SCRIPTS, has_bf16_matmul, timed_s, training_sps  # noqa: E402
+from tests.benchmarks.bench_speed import SCRIPTS, has_bf16_matmul, make_parts, timed_s, training_sps  # noqa: E402
 
 VARIANTS = {"NC-LQL": ("nclql", {}), "LQL --annealed-step-sizes": ("lql", {"annealed_step_sizes": True}),
             "LQL": ("lql", {})}
 
 
-def parts(script, overrides, compiled, bf16, obs_dim=11, act_dim=3, batch_size=256, num_envs=5):
-    """update() and act() closures over an update's pieces, built as train() builds them."""
-    args = script.Args(compile=compiled, bf16_chain=bf16, cuda=False, **overrides)
-    critic = script.make_critic(args, obs_dim, act_dim)
-    critic_target = script.make_critic(args, obs_dim, act_dim).requires_grad_(False)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
-    policy, chain_critic = script.fast_path(args, critic, critic_target, optimizer)
+def parts(script, overrides, compiled, bf16, device, obs_dim=11, act_dim=3, batch_size=256, num_envs=5):
+    """update() and act() closures over an update's pieces, built as train() builds them (bench_speed.make_parts)."""
+    args, critic, critic_target, optimizer, policy, chain_critic = make_parts(script, device, compiled, bf16, obs_dim,
+                                                                              act_dim, **overrides)
     batch = (torch.randn(batch_size, obs_dim), torch.rand(batch_size, act_dim) * 2 - 1, torch.randn(batch_size),
              torch.randn(batch_size, obs_dim), torch.zeros(batch_size))
     states = torch.randn(num_envs, obs_dim)
@@ -52,7 +49,7 @@ def main():
     parser.add_argument("--sps-interval-s", type=float, default=5.0)
     cli = parser.parse_args()
     device, bf16 = torch.device("cpu"), cli.compile and has_bf16_matmul(torch.device("cpu"))
-    built = {name: parts(SCRIPTS[script], overrides, cli.compile, bf16)
+    built = {name: parts(SCRIPTS[script], overrides, cli.compile, bf16, device)
              for name, (script, overrides) in VARIANTS.items()}
     for update, act in built.values():  # the first calls compile
         update(), act()

@@ -123,9 +123,9 @@ def update_flops(script, device, batch):
     return counter.flops
 
 
-def make_parts(script, device, compiled, bf16, obs_dim, act_dim):
-    """The update's pieces, built as train() builds them, fast path included."""
-    args = script.Args(compile=compiled, bf16_chain=bf16, cuda=device.type == "cuda")
+def make_parts(script, device, compiled, bf16, obs_dim, act_dim, **overrides):
+    """The update's pieces, built as train() builds them, fast path included; overrides go to the script's Args."""
+    args = script.Args(compile=compiled, bf16_chain=bf16, cuda=device.type == "cuda", **overrides)
     critic = script.make_critic(args, obs_dim, act_dim)
     critic_target = script.make_critic(args, obs_dim, act_dim).requires_grad_(False)
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)

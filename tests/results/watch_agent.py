@@ -12,6 +12,7 @@ pytest; it needs imageio, which gymnasium[mujoco] brings.
 """
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 
@@ -47,10 +48,10 @@ def episode_frames(path: str, size: int, every: int, max_frames: int, eval_seed:
     env = gym.wrappers.RescaleAction(env, min_action=-unit, max_action=unit)
     obs, _ = env.reset(seed=args.eval_seed)
     critic = script.make_critic(args, len(obs), len(unit))
-    critic.load_state_dict(checkpoint["critic"])
+    script.load_critic(critic, checkpoint["critic"], path)
     policy = script.langevin_policy
-    if checkpoint.get("w") is not None:  # a run of --autotune-w acts at its tuned w
-        policy = lambda critic, obs, args: script.langevin_policy(critic, obs, args, w=checkpoint["w"])  # noqa: E731
+    if checkpoint.get("w") is not None:  # a run of --autotune-w acts at its tuned w, as --eval-checkpoint does
+        policy = functools.partial(policy, w=script.tuned_w_tensor(checkpoint["w"], torch.device("cpu")))
     torch.manual_seed(args.eval_seed)
     frames, total, done, step = [], 0.0, False, 0
     while not done:
