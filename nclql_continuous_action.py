@@ -29,13 +29,13 @@ class Args:
     num_levels: int = 10  # L: noise levels; level L-1 is the clean critic
     steps_per_level: int = 2  # T: Langevin steps per level (L * T gradient steps per action)
     sigma_max: float = 0.1  # smoothing width of level 0, the smoothest
-    sigma_min: float = 0.001  # ends the geometric sigma_l at level L-1, which is never smoothed: it sets the steps
+    sigma_min: float = 0.001  # sigma_{L-1}: the clean level is never smoothed; sigma_min only sets the step sizes
     step_lr: float = 1e-4  # base step size: level l uses alpha_l = step_lr * (sigma_l / sigma_min)^2
     w: float = 500.0  # inverse temperature of pi(a|s) ~ exp(w Q(s,a)), Q = Q1 + Q2
     q_grad_norm: bool = True  # step along grad_a Q's direction only (authors); off: Langevin on exp(w (Q1 + Q2))
     num_particles: int = 1  # N chains per state; the action with the highest min(Q1, Q2) is kept
     # The method: critic learning
-    gamma: float = 0.99  # discount factor
+    gamma: float = 0.99
     tau: float = 0.005  # Polyak rate of the target critics
     learning_rate: float = 1e-4  # Adam's learning rate (both critics, both losses)
     reward_scale: float = 0.2  # rewards are multiplied by this in the TD target
@@ -44,8 +44,8 @@ class Args:
     env_id: str = "Hopper-v4"  # a Gymnasium id with bounded continuous actions (the authors ran MuJoCo v4)
     total_timesteps: int = 5_000_000  # env steps after the warm-up, as the authors count
     num_envs: int = 5  # parallel environments; one update per vector step
-    buffer_size: int = 1_000_000  # replay buffer capacity, in transitions
-    batch_size: int = 256  # transitions per update
+    buffer_size: int = 1_000_000
+    batch_size: int = 256
     learning_starts: int = 30_000  # env steps of uniform-random actions before learning starts
     eval_frequency: int = 125_000  # evaluate every this many env steps after the warm-up, and at --total-timesteps
     eval_episodes: int = 20  # episodes per evaluation, one env each
@@ -53,12 +53,12 @@ class Args:
 
     # Run, logging and checkpoints
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # names the run folder runs/{env_id}__{exp_name}__...
-    seed: int = 1  # seeds torch, numpy, the training envs and their action space
-    cuda: bool = True  # train on a CUDA GPU when there is one
-    log_interval_s: float = 10.0  # seconds between progress lines
+    seed: int = 1
+    cuda: bool = True
+    log_interval_s: float = 10.0
     track: bool = False  # track the run with Weights and Biases (`pip install wandb`)
-    wandb_project_name: str = "nclql"  # Weights and Biases project
-    wandb_entity: str | None = None  # Weights and Biases team
+    wandb_project_name: str = "nclql"
+    wandb_entity: str | None = None
     capture_video: bool = False  # record the first evaluation env's episodes to videos/ (`pip install moviepy`)
     save_model: bool = True  # save a checkpoint at each evaluation, at the end and when stopped (Ctrl-C, kill)
     save_buffer: bool = False  # also save the replay buffer, so that --resume goes on exactly (Hopper-v4: 108 MB)
@@ -74,9 +74,9 @@ class Args:
     autotune_w: bool = False  # move log w toward --target-entropy (off: w stays --w, as the authors have it)
     target_entropy: float = -1.0  # nats per action dimension (entropy_bound: -5.49 to 1.42)
     w_lr: float = 0.2  # each tuning step moves log w by w_lr * (measured entropy - target)
-    w_tune_interval: int = 250  # updates between tuning steps
+    w_tune_interval: int = 250
     w_tune_start: int = 1000  # no tuning step before this update (the first critics are random)
-    w_bounds: tuple[float, float] = (1.0, 1000.0)  # w stays within these
+    w_bounds: tuple[float, float] = (1.0, 1000.0)
 
     # Speed (README: Speed)
     compile: bool = False  # torch.compile the chain and the critics (~1 min per batch shape on 2 cores)
@@ -118,8 +118,7 @@ def real_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
 
 # REPLAY BUFFER
 class ReplayBuffer:
-    """Ring buffer of transitions on the training device. Only a true terminal stops bootstrapping: a time-limit
-    truncation keeps its real final obs as next_obs and bootstraps through it."""
+    """Transitions on the training device; a time-limit truncation keeps its real final obs and bootstraps."""
 
     FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
 
@@ -257,7 +256,6 @@ def langevin_policy(critic: nn.Module, obs: torch.Tensor, args: Args, trace: lis
 
 
 def act(policy, critic: nn.Module, obs: np.ndarray, args: Args) -> np.ndarray:
-    """The Langevin policy's actions at a batch of env observations."""
     with torch.no_grad():
         obs = torch.as_tensor(obs, dtype=torch.float32, device=next(critic.parameters()).device)
         return policy(critic, obs, args).cpu().numpy()
@@ -287,7 +285,7 @@ def update_critic(batch, critic, critic_target, optimizer, policy, args: Args, c
     # E[Q(s, a) | s, a + sigma_l z]: Q smoothed by N(0, sigma_l^2), weighted by the buffer's actions. The target is
     # taken from BEFORE the TD step (as the authors do); the noisy action is not clipped.
     smoothing_target = q.detach().mean(0)
-    levels = torch.randint(0, len(critic.sigmas) - 1, (len(obs),), device=obs.device)
+    levels = torch.randint(0, len(critic.sigmas) - 1, (len(obs),), device=obs.device)  # l in 0..L-2
     noisy_actions = actions + critic.sigmas[levels, None] * torch.randn_like(actions)
     smoothing_loss = ((critic(obs, noisy_actions, levels) - smoothing_target) ** 2).mean(1)
     optimizer.zero_grad()
@@ -302,8 +300,7 @@ def update_critic(batch, critic, critic_target, optimizer, policy, args: Args, c
             "smoothing_loss": smoothing_loss.detach().mean()}
 
 
-# THE METHOD ENDS HERE. What follows wraps it from outside: speed, evaluation, the sampler's statistics, tuning w, the
-# training loop, then checks and checkpoints.
+# THE METHOD ENDS HERE. What follows wraps it: speed, evaluation, statistics, tuning w, the loop, checks, checkpoints.
 
 
 # FAST PATH (--compile, --bf16-chain), the one place that rebinds anything
@@ -315,8 +312,6 @@ def mish_one_exp(x: torch.Tensor) -> torch.Tensor:
 
 
 def fast_path(args: Args, critic: nn.Module, critic_target: nn.Module | None = None, optimizer=None):
-    """The policy, compiled as one graph per batch shape with --compile, and the critic that the TD target's chain
-    climbs: the critic itself, or with --bf16-chain a bfloat16 copy that takes its weights after each Adam step."""
     policy, chain_critic = langevin_policy, critic
     if args.bf16_chain:
         chain_critic = bf16_copy(critic)
@@ -328,15 +323,14 @@ def fast_path(args: Args, critic: nn.Module, critic_target: nn.Module | None = N
         modules = [module for module in (critic, critic_target) if module is not None]
         for module in {*modules, chain_critic}:
             module.activation = mish_one_exp
-        for module in modules:  # in place: the update's losses and the target's Q(s', a')
+        for module in modules:
             module.compile(dynamic=False)
     return policy, chain_critic
 
 
 def bf16_copy(critic: nn.Module) -> nn.Module:
-    """The critic with bfloat16 weights, each layer casting its input to them. bf16 keeps grad_a Q's direction, all
-    that the normalised chain uses; a sampler that reads Q's values or the gradient's size must be checked against
-    float32 (one fork's value-based rule changed 35% of its choices)."""
+    """bf16 weights, each layer casting its input. bf16 keeps grad_a Q's direction, all the normalised chain uses: a
+    sampler that reads Q's values or |grad| must be checked against float32 (a fork's rule changed 35% of its picks)."""
     chain_critic = copy.deepcopy(critic).requires_grad_(False)
     for layer in chain_critic.modules():
         if isinstance(layer, EnsembleLinear):
@@ -344,7 +338,7 @@ def bf16_copy(critic: nn.Module) -> nn.Module:
     return chain_critic
 
 
-@torch.no_grad()  # the copy takes the weights' values, not a place in the critic's autograd graph
+@torch.no_grad()  # after each Adam step: the copy takes the weights' values, not a place in the autograd graph
 def copy_weights(target: nn.Module, source: nn.Module) -> None:
     for p_target, p in zip(target.parameters(), source.parameters()):
         p_target.copy_(p)
@@ -352,7 +346,6 @@ def copy_weights(target: nn.Module, source: nn.Module) -> None:
 
 # EVALUATION
 def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: Args) -> np.ndarray:
-    """One episode's return per copy of `eval_envs`, seeded by --eval-seed at every call, as the authors' evaluator."""
     with torch.random.fork_rng(), torch.no_grad():  # training's random stream goes on as if no evaluation ran
         torch.manual_seed(args.eval_seed)
         obs, _ = eval_envs.reset(seed=args.eval_seed)
@@ -367,17 +360,8 @@ def evaluate(eval_envs: gym.vector.VectorEnv, policy, critic: nn.Module, args: A
 
 
 # WATCHING THE SAMPLER: sampler/ in TensorBoard (tests/results/README.md: Watching the sampler)
-def draw_probe(rb: ReplayBuffer, args: Args) -> torch.Tensor:
-    """The M states watched, drawn once from the buffer by a generator of their own, and kept."""
-    generator = torch.Generator(device=rb.device).manual_seed(args.seed)
-    idx = torch.randint(0, rb.size, (args.sampler_probe_states,), generator=generator, device=rb.device)
-    return rb.obs[idx].clone()
-
-
 def probe_chains(policy, critic: nn.Module, probe_obs: torch.Tensor, args: Args, trace: list | None = None):
-    """C chains (one particle each) at each of the M probe states: (M, C, act_dim). Seeded by --eval-seed, on a random
-    stream of their own: what they show moves with the critic (and w) only, and training's stream is untouched."""
-    obs = probe_obs.repeat_interleave(args.sampler_probe_chains, 0)  # the chains of state i: rows i * C .. i * C + C-1
+    obs = probe_obs.repeat_interleave(args.sampler_probe_chains, 0)
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(args.eval_seed)
         actions = policy(critic, obs, dataclasses.replace(args, num_particles=1), trace=trace)
@@ -385,29 +369,24 @@ def probe_chains(policy, critic: nn.Module, probe_obs: torch.Tensor, args: Args,
 
 
 def entropy_bound(chains: torch.Tensor) -> torch.Tensor:
-    """An upper bound on the entropy of pi(.|s) in nats per dimension, from chains (states, chains, act_dim): the
-    Gaussian's of each state's per-dimension variances, 0.5 log(2 pi e) + mean_j log std_j, averaged over states. The
-    std is floored at 1e-3 (chains clipped onto one face): a deterministic policy gives -5.49."""
+    """A bound on pi(.|s)'s entropy per dimension: the Gaussian's of each state's chains, std at least 1e-3 (-5.49)."""
     return 0.5 * math.log(2 * math.pi * math.e) + chains.std(1).clamp(min=1e-3).log().mean()
 
 
 def sampler_statistics(critic: nn.Module, probe_obs: torch.Tensor, args: Args,
                        w: torch.Tensor | None = None) -> dict[str, float]:
-    """After each group of steps (trace_groups), on the probe's chains: grad_norm, the mean |grad_a (Q1 + Q2)| over the
-    group's steps;
-    on_face and on_corner, the share of coordinates on a face of the box and of actions on a corner; spread, the std of
-    a state's C actions; entropy, their entropy_bound. q_gain: mean min(Q1, Q2) at the chains' actions minus at
-    uniform-random ones."""
+    """The probe's chains after each group of steps (mean |grad_a Q|, shares on a face and on a corner, spread,
+    entropy_bound); q_gain: min(Q1, Q2) at the chains' actions minus at uniform-random ones."""
     trace, num_states = [], len(probe_obs)
     actions = probe_chains(functools.partial(langevin_policy, w=w), critic, probe_obs, args, trace).flatten(0, 1)
     obs = probe_obs.repeat_interleave(args.sampler_probe_chains, 0)
-    generator = torch.Generator(obs.device).manual_seed(args.eval_seed + 1)  # + 1: not the chains' own start
+    generator = torch.Generator(obs.device).manual_seed(args.eval_seed + 1)
     uniform = torch.rand(actions.shape, generator=generator, device=obs.device) * 2 - 1
     with torch.no_grad():
         q_gain = (critic(obs, actions).min(0).values - critic(obs, uniform).min(0).values).mean().item()
     stats = {"sampler/q_gain": q_gain}
     for group, steps in trace_groups(args).items():
-        after = trace[steps[-1]][1].view(num_states, args.sampler_probe_chains, -1)  # the actions the group leaves
+        after = trace[steps[-1]][1].view(num_states, args.sampler_probe_chains, -1)
         on_face = after.abs() == 1.0
         stats[f"sampler/grad_norm/{group}"] = torch.stack([trace[step][0] for step in steps]).mean().item()
         stats[f"sampler/on_face/{group}"] = on_face.float().mean().item()
@@ -418,18 +397,15 @@ def sampler_statistics(critic: nn.Module, probe_obs: torch.Tensor, args: Args,
 
 
 def trace_groups(args: Args) -> dict[str, range]:
-    """The chain's steps, by noise level."""
     per_level = args.steps_per_level
     return {f"level_{level}": range(level * per_level, (level + 1) * per_level) for level in range(args.num_levels)}
 
 
 # TUNING w (--autotune-w; beyond the paper)
 def tune_w(w: torch.Tensor, policy, critic: nn.Module, probe_obs: torch.Tensor, args: Args) -> dict[str, float]:
-    """One step of the rule that tunes w as SAC tunes its temperature, on the entropy_bound of the probe's chains:
-        w <- clip(w * exp(w_lr * (entropy - target_entropy)), w_min, w_max)
-    Too much entropy raises w (a colder policy), too little lowers it. w changes in place: every chain reads it."""
+    """w <- clip(w * exp(w_lr * (entropy_bound - target_entropy)), w_bounds) in place, as SAC tunes its temperature."""
     entropy = entropy_bound(probe_chains(policy, critic, probe_obs, args)).item()
-    if not math.isfinite(entropy):  # a non-finite critic: stop the run before w takes it
+    if not math.isfinite(entropy):
         raise FloatingPointError(f"non-finite policy entropy {entropy} when tuning w")
     w.copy_((w.log() + args.w_lr * (entropy - args.target_entropy)).exp().clamp(*args.w_bounds))
     return {"charts/entropy_bound": entropy, "charts/w": w.item()}
@@ -439,17 +415,28 @@ def tuned_w_tensor(w: float, device: torch.device) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float64, device=device)  # float64: at w = --w, the float --w's chain exactly
 
 
+def watch_and_tune(writer, run, rb: ReplayBuffer, w, policy, critic, chain_critic, args: Args) -> None:
+    if run.sampler_probe is None:
+        generator = torch.Generator(device=rb.device).manual_seed(args.seed)
+        idx = torch.randint(0, rb.size, (args.sampler_probe_states,), generator=generator, device=rb.device)
+        run.sampler_probe = rb.obs[idx].clone()
+    if args.autotune_w and run.num_updates >= args.w_tune_start and run.num_updates % args.w_tune_interval == 0:
+        log_metrics(writer, tune_w(w, policy, chain_critic, run.sampler_probe, args), run.global_step)
+    if args.sampler_stats_interval and (run.num_updates % args.sampler_stats_interval == 0 or eval_due(run, args)):
+        log_metrics(writer, sampler_statistics(critic, run.sampler_probe, args, w), run.global_step)
+
+
 # TRAINING LOOP
 @dataclass
 class Progress:
-    """A run's counters, as its checkpoint holds them."""
-    global_step: int = 0  # env steps, the warm-up's included
-    learning_step: int = 0  # env steps after the warm-up: the authors' counter, which --total-timesteps bounds
+    """A run's counters, as its checkpoint holds them. learning_step: env steps after the warm-up (the authors')."""
+    global_step: int = 0
+    learning_step: int = 0
     num_updates: int = 0
-    last_eval_step: int = 0  # learning_step at the last evaluation
+    last_eval_step: int = 0
     eval_returns: list = dataclasses.field(default_factory=list)  # (global_step, mean return) per evaluation
-    sampler_probe: torch.Tensor | None = None  # the states watched (sampler statistics, tuning w)
-    w: float | None = None  # --autotune-w's w
+    sampler_probe: torch.Tensor | None = None
+    w: float | None = None
 
 
 def train(args: Args, checkpoint: dict | None = None) -> dict:
@@ -471,11 +458,12 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     # total_timesteps. `<=` makes the `+ 1`: 5,030,005 env steps, 1,000,001 updates.
     warmup_iterations = math.ceil(args.learning_starts / args.num_envs)
     num_iterations = warmup_iterations + args.total_timesteps // args.num_envs + 1
-    run = restore_run(checkpoint, args, critic, critic_target, optimizer, rb, envs) if checkpoint else Progress()
+    run, refill_iterations = restore_run(checkpoint, args, critic, critic_target, optimizer, rb, envs, num_iterations,
+                                         warmup_iterations) if checkpoint else (Progress(), 0)
     w = tuned_w_tensor(args.w if run.w is None else run.w, rb.device) if args.autotune_w else None
     writer = open_writer(args, run_dir, checkpoint)
     policy, chain_critic = fast_path(args, critic, critic_target, optimizer)
-    policy = policy if w is None else functools.partial(policy, w=w)  # --autotune-w: every chain samples at w
+    policy = policy if w is None else functools.partial(policy, w=w)
     summary = {"run_dir": run_dir, "eval_returns": run.eval_returns, "checkpoint": None, "exit_code": 0}
 
     def save(path=f"{run_dir}/checkpoint.pt"):  # at each evaluation, at the end, and when the run stops
@@ -484,16 +472,13 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             path = save_checkpoint(path, run_state(args, critic, critic_target, optimizer, rb, envs, run))
             summary["checkpoint"] = path if os.path.basename(path) == "checkpoint.pt" else summary["checkpoint"]
 
-    # A resumed run starts fresh episodes; without its replay buffer it first refills it (refill_buffer: why, how).
-    start_iteration = run.global_step // args.num_envs
-    refill_iterations = resume_plan(args, checkpoint, run, rb, start_iteration, warmup_iterations, num_iterations)
-    restore_signals = on_stop_signals(stop_requested := [])  # Ctrl-C, kill: stop after this vector step
-    obs, _ = envs.reset(seed=args.seed + run.global_step)
+    stop_requested, handlers = on_stop_signals()
+    obs, _ = envs.reset(seed=args.seed + run.global_step)  # a resumed run starts fresh episodes
     try:
         obs = refill_buffer(envs, obs, rb, policy, critic, refill_iterations, stop_requested, args)
         recent_returns, metrics = [], {}
         start = last_log = eta_clock = (time.time(), run.global_step)  # (time, env step); eta_clock: reset at learning
-        for iteration in range(start_iteration, num_iterations):
+        for iteration in range(run.global_step // args.num_envs, num_iterations):
             # SELECT ACTION: uniform random during the warm-up, then the Langevin policy
             warmup = iteration < warmup_iterations
             eta_clock = (time.time(), run.global_step) if iteration == warmup_iterations else eta_clock
@@ -548,7 +533,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
               file=sys.stderr)
         summary["exit_code"] = 1
     finally:
-        restore_signals()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         for handle in (envs, eval_envs, writer):
             handle.close()
     return summary | {"num_updates": run.num_updates, "global_step": run.global_step}
@@ -559,20 +545,9 @@ def eval_due(run: Progress, args: Args) -> bool:
             or run.last_eval_step < args.total_timesteps <= run.learning_step)
 
 
-def watch_and_tune(writer, run: Progress, rb: ReplayBuffer, w, policy, critic, chain_critic, args: Args) -> None:
-    """After an update: a step of --autotune-w, on the TD target's chain critic, and the sampler's statistics every
-    --sampler-stats-interval updates and at each evaluation (once if both), on the probe drawn as learning starts."""
-    run.sampler_probe = draw_probe(rb, args) if run.sampler_probe is None else run.sampler_probe
-    if args.autotune_w and run.num_updates >= args.w_tune_start and run.num_updates % args.w_tune_interval == 0:
-        log_metrics(writer, tune_w(w, policy, chain_critic, run.sampler_probe, args), run.global_step)
-    if args.sampler_stats_interval and (run.num_updates % args.sampler_stats_interval == 0 or eval_due(run, args)):
-        log_metrics(writer, sampler_statistics(critic, run.sampler_probe, args, w), run.global_step)
-
-
-def refill_buffer(envs, obs: np.ndarray, rb: ReplayBuffer, policy, critic: nn.Module, num_iterations: int,
-                  stop_requested: list, args: Args) -> np.ndarray:
-    """A run resumed without its replay buffer first collects as many transitions as its warm-up made, with the
-    policy, uncounted and without updates; then it learns from a full buffer again."""
+def refill_buffer(envs, obs: np.ndarray, rb: ReplayBuffer, policy, critic, num_iterations: int, stop_requested: list,
+                  args: Args) -> np.ndarray:
+    """A run resumed without its buffer first collects as many transitions as its warm-up made, with the policy."""
     last_log_time = time.time()
     for _ in range(num_iterations):
         actions = act(policy, critic, obs, args)
@@ -588,7 +563,69 @@ def refill_buffer(envs, obs: np.ndarray, rb: ReplayBuffer, policy, critic: nn.Mo
     return obs
 
 
-# CHECKS AND CHECKPOINTS
+def on_stop_signals() -> tuple[list, dict]:
+    """Ctrl-C or SIGTERM sets the flag (a second stops at once); returns it and the handlers it replaced."""
+    stop_requested = []
+
+    def request_stop(signum, frame):
+        if stop_requested:
+            raise KeyboardInterrupt
+        stop_requested.append(signum)
+
+    return stop_requested, {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def check_finite(metrics: dict, global_step: int) -> dict:
+    values = {key: float(value) for key, value in metrics.items()}
+    if not all(math.isfinite(v) for v in values.values()):
+        raise FloatingPointError(f"non-finite loss at step {global_step:,} ({values})")
+    return values
+
+
+def open_writer(args: Args, run_dir: str, checkpoint: dict | None):
+    from torch.utils.tensorboard import SummaryWriter
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=os.path.basename(run_dir), save_code=True)
+    # purge_step: TensorBoard drops what a stopped run logged after its checkpoint
+    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
+    table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    return writer
+
+
+def log_episodes(writer, infos: dict, global_step: int) -> list[float]:
+    if "episode" not in infos.get("final_info", {}):
+        return []
+    episode, ended = infos["final_info"]["episode"], np.flatnonzero(infos["final_info"]["_episode"])
+    for i in ended:
+        writer.add_scalar("charts/episodic_return", episode["r"][i], global_step)
+        writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
+    return [float(episode["r"][i]) for i in ended]
+
+
+def log_metrics(writer, values: dict, global_step: int) -> None:
+    """The update's losses under losses/, its mean Q under values/; a key with a '/' (sampler/...) as it is."""
+    for key, value in values.items():
+        tag = key if "/" in key else {"q": "values/q", "SPS": "charts/SPS"}.get(key, f"losses/{key}")
+        writer.add_scalar(tag, value, global_step)
+
+
+def print_progress(run: Progress, total_steps: int, last_log: tuple, eta_clock: tuple, recent_returns: list) -> tuple:
+    now = time.time()
+    sps, average_sps = ((run.global_step - step) / (now - t) for t, step in (last_log, eta_clock))
+    eta_s = (total_steps - run.global_step) / average_sps if average_sps > 0 else 0.0
+    eta = f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"
+    last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
+    print(f"step {run.global_step:>9,}/{total_steps:,} | SPS {sps:6.1f} | updates {run.num_updates:,} | return (last "
+          f"10) {last_return} | ETA {eta}", flush=True)
+    return now, run.global_step
+
+
+# CHECKS
 class UsageError(ValueError):
     """Bad input from the user: reported as one line on stderr, exit code 2, nothing written."""
 
@@ -601,22 +638,24 @@ def flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 
+POSITIVE = ("total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes",
+            "num_particles", "learning_rate", "step_lr", "w", "log_interval_s", "sampler_probe_states",
+            "w_tune_interval")
+NON_NEGATIVE = ("learning_starts", "seed", "eval_seed", "sampler_stats_interval", "w_lr", "w_tune_start")
+TUNING = ("target_entropy", "w_lr", "w_tune_interval", "w_tune_start", "w_bounds")
+
+
 def validate_args(args: Args) -> None:
-    """Refuse impossible options before anything is created; non-finite floats first (nan fails any comparison)."""
     values, (w_min, w_max) = dataclasses.asdict(args), args.w_bounds
-    tuning = [flag(k) for k in ("target_entropy", "w_lr", "w_tune_interval", "w_tune_start", "w_bounds")
-              if values[k] != getattr(Args, k)]
+    tuning = [flag(k) for k in TUNING if values[k] != getattr(Args, k)]
     on_cpu = training_device(args).type == "cpu"
     bf16_matmul = (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()) if on_cpu \
         else torch.cuda.is_bf16_supported()
-    checks = [(math.isfinite(v), f"{flag(k)} is not a finite number: {v}")
-              for k, v in values.items() if type(v) is float]
-    checks += [(values[k] > 0, f"{flag(k)} must be positive, got {values[k]}") for k in [
-        "total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_frequency", "eval_episodes", "num_particles",
-        "learning_rate", "step_lr", "w", "log_interval_s", "sampler_probe_states", "w_tune_interval"]]
-    checks += [(values[k] >= 0, f"{flag(k)} must be >= 0, got {values[k]}")
-               for k in ["learning_starts", "seed", "eval_seed", "sampler_stats_interval", "w_lr", "w_tune_start"]]
-    checks += method_checks(args) + [
+    floats = [k for k, v in values.items() if type(v) is float]
+    rules = [(math.isfinite(values[k]), f"{flag(k)} is not a finite number: {values[k]}") for k in floats]
+    rules += [(values[k] > 0, f"{flag(k)} must be positive, got {values[k]}") for k in POSITIVE]
+    rules += [(values[k] >= 0, f"{flag(k)} must be >= 0, got {values[k]}") for k in NON_NEGATIVE]
+    rules += method_checks(args) + [
         (args.batch_size <= args.buffer_size, f"--batch-size ({args.batch_size}) exceeds --buffer-size"),
         (0 <= args.gamma <= 1 and 0 < args.tau <= 1, f"need 0 <= --gamma <= 1 and 0 < --tau <= 1, got {args.gamma}, "
                                                      f"{args.tau}"),
@@ -636,13 +675,12 @@ def validate_args(args: Args) -> None:
          "amx_bf16, or a CUDA GPU), which this machine lacks: drop it (--no-bf16-chain to resume a run that had it)"),
         (not (args.compile and on_cpu and sys.platform != "win32" and shutil.which("g++") is None),
          "--compile on CPU needs g++ on PATH: install it (e.g. `apt install g++`), or drop --compile")]
-    for ok, message in checks:
+    for ok, message in rules:
         if not ok:
             raise UsageError(message)
 
 
 def method_checks(args: Args) -> list[tuple[bool, str]]:
-    """The checks of options that only this method has."""
     return [(args.steps_per_level > 0, f"--steps-per-level must be positive, got {args.steps_per_level}"),
             (args.sigma_min > 0, f"--sigma-min must be positive, got {args.sigma_min}"),
             (args.num_levels >= 2,
@@ -651,7 +689,6 @@ def method_checks(args: Args) -> list[tuple[bool, str]]:
 
 
 def check_env(args: Args) -> tuple[int, int]:
-    """Make the env once, check that the method applies to it and that the run fits in memory: (obs_dim, act_dim)."""
     try:
         env = gym.make(args.env_id)
     except (gym.error.Error, ImportError) as e:
@@ -670,7 +707,6 @@ def check_env(args: Args) -> tuple[int, int]:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory the system can still give (Linux's MemAvailable); None where it cannot tell."""
     try:
         with open("/proc/meminfo") as f:
             return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
@@ -678,44 +714,41 @@ def available_memory() -> int | None:
         return None
 
 
-ENV_BYTES = 1.2 * 2**20  # resident memory of one MuJoCo env (Hopper-v4 and Humanoid-v4 alike, measured on Linux)
-
-
 def check_memory(args: Args, obs_dim: int, act_dim: int) -> None:
-    """Refuse a replay buffer or envs that cannot fit in the memory available, before anything is allocated."""
-    def size(num_bytes):
-        return f"{num_bytes / 2**30:,.1f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.0f} MiB"
-
     device, cpu_memory = training_device(args), available_memory()
-    memory = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else cpu_memory
-    buffer_bytes = args.buffer_size * (2 * obs_dim + act_dim + 2) * 4  # ReplayBuffer's five float32 fields
-    envs_bytes = (args.num_envs + args.eval_episodes) * ENV_BYTES
-    if memory is not None and buffer_bytes > memory:
-        raise UsageError(f"--buffer-size {args.buffer_size:,} needs {size(buffer_bytes)} for the replay buffer "
-                         f"({obs_dim}-D observations), more than the {size(memory)} of {device.type} memory available: "
-                         f"give a smaller --buffer-size")
-    if cpu_memory is not None and envs_bytes > cpu_memory:
-        raise UsageError(f"--num-envs {args.num_envs:,} and --eval-episodes {args.eval_episodes:,} (one env each) "
-                         f"need {size(envs_bytes)} at about {ENV_BYTES / 2**20:.1f} MiB an env, more than the "
-                         f"{size(cpu_memory)} of memory available: give fewer")
+    needs = [(args.buffer_size * (2 * obs_dim + act_dim + 2) * 4, device.type, f"--buffer-size {args.buffer_size:,}",
+              f"for the replay buffer ({obs_dim}-D observations)", "a smaller --buffer-size"),
+             ((args.num_envs + args.eval_episodes) * 1.2 * 2**20, "cpu", f"--num-envs {args.num_envs:,} and "
+              f"--eval-episodes {args.eval_episodes:,}", "at 1.2 MiB an env", "fewer")]
+    for need, where, what, why, fix in needs:
+        memory = torch.cuda.mem_get_info(device)[0] if where == "cuda" else cpu_memory
+        if memory is not None and need > memory:
+            raise UsageError(f"{what} needs {gib(need)} {why}, more than the {gib(memory)} of {where} memory "
+                             f"available: give {fix}")
 
 
+def gib(num_bytes: float) -> str:
+    return f"{num_bytes / 2**30:,.1f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.0f} MiB"
+
+
+# CHECKPOINTS
 # What a resumed run may change (the rest defines the method); an evaluated checkpoint must match NETWORK_OPTIONS.
 RESUME_MAY_CHANGE = ("resume", "eval_checkpoint", "total_timesteps", "eval_frequency", "eval_episodes", "eval_seed",
                      "log_interval_s", "sampler_stats_interval", "sampler_probe_states", "sampler_probe_chains",
                      "save_model", "save_buffer", "track", "wandb_project_name", "wandb_entity", "capture_video",
                      "compile", "bf16_chain", "cuda")
 NETWORK_OPTIONS = ("env_id", "num_levels", "sigma_max", "sigma_min")
-ALGORITHM = "nclql"  # a checkpoint's tag
+ALGORITHM = "nclql"
 
 
 def check_run(args: Args, checkpoint: dict | None) -> tuple[int, int, dict | None, str]:
-    """What train() checks before it writes anything: the options, the env, and the checkpoint of --resume, whose
-    options may change only RESUME_MAY_CHANGE. Returns obs_dim, act_dim, the checkpoint and the run folder."""
     validate_args(args)
     obs_dim, act_dim = check_env(args)
-    checkpoint = checkpoint or (load_checkpoint(args.resume) if args.resume else None)
-    if checkpoint:  # --autotune-w tunes w on the probe's chains, which --eval-seed seeds: they stay too
+    path = args.resume or args.eval_checkpoint
+    checkpoint = checkpoint or (load_checkpoint(path) if path else None)
+    if args.eval_checkpoint:
+        check_same_options(args, checkpoint["args"], NETWORK_OPTIONS)
+    elif checkpoint:  # --autotune-w tunes w on the probe's chains, which --eval-seed seeds: they stay too
         tuned_on = ("sampler_probe_states", "sampler_probe_chains", "eval_seed") if args.autotune_w else ()
         check_same_options(args, checkpoint["args"], [k for k in checkpoint["args"]
                                                       if k not in RESUME_MAY_CHANGE or k in tuned_on])
@@ -725,7 +758,6 @@ def check_run(args: Args, checkpoint: dict | None) -> tuple[int, int, dict | Non
 
 
 def load_checkpoint(path: str) -> dict:
-    """Read a checkpoint of this script, or raise a UsageError that says what is wrong with the file."""
     if not os.path.isfile(path):
         raise UsageError(f"no checkpoint at {path}")
     try:
@@ -760,8 +792,6 @@ def check_same_options(args: Args, saved: dict, names) -> None:
 
 
 def run_state(args: Args, critic, critic_target, optimizer, rb: ReplayBuffer, envs, run: Progress) -> dict:
-    """What a checkpoint holds: the networks, Adam, the options, the counters, the random states and, with
-    --save-buffer, the replay buffer."""
     on_cuda = next(critic.parameters()).device.type == "cuda"
     buffer = {name: getattr(rb, name)[: rb.size].cpu() for name in rb.FIELDS} | {"pos": rb.pos, "size": rb.size}
     return {"algorithm": ALGORITHM, "args": dataclasses.asdict(args), "critic": critic.state_dict(),
@@ -771,9 +801,9 @@ def run_state(args: Args, critic, critic_target, optimizer, rb: ReplayBuffer, en
             "replay_buffer": buffer if args.save_buffer else None}
 
 
-def restore_run(checkpoint: dict, args: Args, critic, critic_target, optimizer, rb: ReplayBuffer, envs) -> Progress:
-    """Put a checkpoint's state back (run_state's inverse); return its counters. A probe of another
-    --sampler-probe-states is drawn again."""
+def restore_run(checkpoint: dict, args: Args, critic, critic_target, optimizer, rb: ReplayBuffer, envs,
+                num_iterations: int, warmup_iterations: int) -> tuple[Progress, int]:
+    """run_state's inverse; returns the counters and the vector steps that refill the buffer (if none was saved)."""
     load_critic(critic, checkpoint["critic"], args.resume)
     load_critic(critic_target, checkpoint["critic_target"], args.resume)
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -788,12 +818,17 @@ def restore_run(checkpoint: dict, args: Args, critic, critic_target, optimizer, 
     run = Progress(**{field.name: checkpoint[field.name] for field in dataclasses.fields(Progress)})
     probe = run.sampler_probe
     run.sampler_probe = probe.to(rb.device) if probe is not None and len(probe) == args.sampler_probe_states else None
-    return run
+    finished = run.global_step // args.num_envs >= num_iterations
+    refill_iterations = 0 if rb.size or finished else min(run.global_step // args.num_envs, warmup_iterations)
+    print(f"resumed {args.resume} at env step {run.global_step:,} ({run.num_updates:,} updates)"
+          + (f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with the policy "
+             f"first" if refill_iterations else "")
+          + (f"; it has reached --total-timesteps {args.total_timesteps:,}: give a larger one to go on" if finished
+             else ""), flush=True)
+    return run, refill_iterations
 
 
 def save_checkpoint(path: str, state: dict) -> str:
-    """Write a checkpoint atomically; return its path. A non-finite critic never replaces the last good
-    checkpoint.pt: it goes beside it, to checkpoint_nonfinite.pt."""
     if os.path.basename(path) == "checkpoint.pt" and not all(v.isfinite().all() for v in state["critic"].values()):
         path = os.path.join(os.path.dirname(path), "checkpoint_nonfinite.pt")
         print(f"warning: non-finite critic: saving it to {path}, not over checkpoint.pt", file=sys.stderr)
@@ -802,97 +837,10 @@ def save_checkpoint(path: str, state: dict) -> str:
     return path
 
 
-def on_stop_signals(stop_requested: list):
-    """Ctrl-C or kill (SIGTERM) sets the flag stop_requested: train() saves and stops after the vector step under way,
-    so a checkpoint never holds half an update; a second signal stops at once. Returns what puts back the handlers."""
-    def request_stop(signum, frame):
-        if stop_requested:
-            raise KeyboardInterrupt
-        stop_requested.append(signum)
-
-    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-    return lambda: [signal.signal(signum, handler) for signum, handler in previous.items()]
-
-
-def check_finite(metrics: dict, global_step: int) -> dict:
-    """The metrics as floats (a GPU syncs: every 100 updates, and before a checkpoint); a non-finite one raises
-    FloatingPointError, which stops the run."""
-    values = {key: float(value) for key, value in metrics.items()}
-    if not all(math.isfinite(v) for v in values.values()):
-        raise FloatingPointError(f"non-finite loss at step {global_step:,} ({values})")
-    return values
-
-
-def open_writer(args: Args, run_dir: str, checkpoint: dict | None):
-    """TensorBoard in run_dir (and Weights and Biases with --track), with the options as a table."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=os.path.basename(run_dir), save_code=True)
-    # purge_step: TensorBoard drops what a stopped run logged after its checkpoint
-    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
-    table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    return writer
-
-
-def log_episodes(writer, infos: dict, global_step: int) -> list[float]:
-    """Log the episodes that ended at this vector step; return their returns."""
-    if "episode" not in infos.get("final_info", {}):
-        return []
-    episode, ended = infos["final_info"]["episode"], np.flatnonzero(infos["final_info"]["_episode"])
-    for i in ended:
-        writer.add_scalar("charts/episodic_return", episode["r"][i], global_step)
-        writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
-    return [float(episode["r"][i]) for i in ended]
-
-
-def log_metrics(writer, values: dict, global_step: int) -> None:
-    """The update's losses under losses/, its mean Q under values/; a key with a '/' (sampler/...) as it is."""
-    for key, value in values.items():
-        tag = key if "/" in key else {"q": "values/q", "SPS": "charts/SPS"}.get(key, f"losses/{key}")
-        writer.add_scalar(tag, value, global_step)
-
-
-def print_progress(run: Progress, total_steps: int, last_log: tuple, eta_clock: tuple, recent_returns: list) -> tuple:
-    """SPS since last_log's (time, env step); the ETA at the average rate since eta_clock's, evaluations included.
-    Returns this line's (time, env step)."""
-    now = time.time()
-    sps, average_sps = ((run.global_step - step) / (now - t) for t, step in (last_log, eta_clock))
-    eta_s = (total_steps - run.global_step) / average_sps if average_sps > 0 else 0.0
-    eta = f"{int(eta_s // 3600)}:{time.strftime('%M:%S', time.gmtime(eta_s))}"
-    last_return = f"{np.mean(recent_returns[-10:]):.1f}" if recent_returns else "n/a"
-    print(f"step {run.global_step:>9,}/{total_steps:,} | SPS {sps:6.1f} | updates {run.num_updates:,} | return (last "
-          f"10) {last_return} | ETA {eta}", flush=True)
-    return now, run.global_step
-
-
-def resume_plan(args: Args, checkpoint: dict | None, run: Progress, rb: ReplayBuffer, start_iteration: int,
-                warmup_iterations: int, num_iterations: int) -> int:
-    """Say where a resumed run goes on; return the vector steps that refill its buffer first (none if it was saved)."""
-    if not checkpoint:
-        return 0
-    finished = start_iteration >= num_iterations
-    refill_iterations = 0 if rb.size or finished else min(start_iteration, warmup_iterations)
-    print(f"resumed {args.resume} at env step {run.global_step:,} ({run.num_updates:,} updates)"
-          + (f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with the policy "
-             f"first" if refill_iterations else "")
-          + (f"; it has reached --total-timesteps {args.total_timesteps:,}: give a larger one to go on" if finished
-             else ""), flush=True)
-    return refill_iterations
-
-
 # COMMAND LINE
 def evaluate_checkpoint(args: Args, checkpoint: dict | None = None) -> dict:
-    """--eval-checkpoint: run --eval-episodes episodes with a saved critic and print their returns; train nothing.
-    A run of --autotune-w is evaluated at its tuned w, as the run evaluated, unless --w gives another."""
-    validate_args(args)
-    obs_dim, act_dim = check_env(args)
-    checkpoint = checkpoint or load_checkpoint(args.eval_checkpoint)
-    check_same_options(args, checkpoint["args"], NETWORK_OPTIONS)
+    """--eval-checkpoint: --eval-episodes episodes with a saved critic (at its tuned w, unless --w gives another)."""
+    obs_dim, act_dim, checkpoint, _ = check_run(args, checkpoint)
     critic = make_critic(args, obs_dim, act_dim)
     load_critic(critic, checkpoint["critic"], args.eval_checkpoint)
     policy, _ = fast_path(dataclasses.replace(args, bf16_chain=False), critic)  # a bf16 chain draws only a' to learn
