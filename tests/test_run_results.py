@@ -33,7 +33,7 @@ def checkpoints(runs_dir, seed: int) -> list[str]:
 
 def test_submitit_runs_a_grid_and_a_second_submission_resumes_the_stopped_run_and_skips_the_finished(tmp_path):
     import_or_skip("submitit")
-    grid = ["nclql-hopper", "--submitit", "local", "--time-limit", "10", f"--extra-options={TINY}"]  # seeds 1 and 2
+    grid = ["nclql-hopper", "--seed", "1", "2", "--submitit", "local", "--time-limit", "10", f"--extra-options={TINY}"]
     first = run_results(tmp_path, *grid)
     assert first.returncode == 0, first.stdout + first.stderr
     (seed_1,), (seed_2,) = checkpoints(tmp_path / "runs", 1), checkpoints(tmp_path / "runs", 2)

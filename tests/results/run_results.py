@@ -58,7 +58,7 @@ W_STUDY = {f"nclql-60k-{variant}": ("nclql", "Hopper-v4", 60_000, (1, 2, 3, 4, 5
                                     ("autotune-w-no-grad-norm", ["--autotune-w", "--no-q-grad-norm"])]}
 # row: (script, env id, env steps after the warm-up (--total-timesteps), seeds, options beyond the protocol's)
 ROWS = {
-    "nclql-hopper": ("nclql", "Hopper-v4", 1_000_000, (1, 2), []),
+    "nclql-hopper": ("nclql", "Hopper-v4", 1_000_000, (1, 2, 4), []),
     "nclql-hopper-fp32": ("nclql", "Hopper-v4", 1_000_000, (3,), ["--no-bf16-chain"]),  # seeds 1-2 ran --bf16-chain
     # --no-bf16-chain in the 1M rows started on 2026-12-04: they spanned sessions on CPUs with and without bf16, and a
     # --bf16-chain run resumes only with bf16
