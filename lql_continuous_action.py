@@ -801,8 +801,9 @@ def restore_run(checkpoint: dict, args: Args, critic, critic_target, optimizer, 
     run = Progress(**{field.name: checkpoint[field.name] for field in dataclasses.fields(Progress)})
     probe = run.sampler_probe
     run.sampler_probe = probe.to(rb.device) if probe is not None and len(probe) == args.sampler_probe_states else None
-    finished = run.global_step // args.num_envs >= num_iterations
-    refill_iterations = 0 if rb.size or finished else min(run.global_step // args.num_envs, warmup_iterations)
+    start_iteration = run.global_step // args.num_envs
+    finished = start_iteration >= num_iterations
+    refill_iterations = 0 if rb.size or finished else min(start_iteration, warmup_iterations)
     print(f"resumed {args.resume} at env step {run.global_step:,} ({run.num_updates:,} updates)"
           + (f"; no replay buffer saved: refilling {refill_iterations * args.num_envs:,} transitions with the policy "
              f"first" if refill_iterations else "")

@@ -50,8 +50,6 @@ class StateLinearCritic(torch.nn.Module):
         return torch.stack([q, q])
 
 
-
-
 def linear_critic(script, args, c, b=None):
     b = None if b is None else torch.as_tensor(b, dtype=torch.float32)
     c = torch.as_tensor(c, dtype=torch.float32)
