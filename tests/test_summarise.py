@@ -170,6 +170,8 @@ def test_the_legends_name_the_method_of_each_results_row():
              ("Hopper-v4", "results_lql-step1e-3"): "LQL, step 1e-3",
              ("Hopper-v4", "results_lql-hopper-step1e-4"): "LQL, step 1e-4",  # the 1M run before the sweep
              ("Hopper-v4", "results_lql-annealed-steps"): "LQL, annealed steps",
+             ("Walker2d-v4", "results_lql-walker2d-annealed-steps"): "LQL, annealed steps",
+             ("Hopper-v4", "results_lql-walker2d-annealed-steps"): "results_lql-walker2d-annealed-steps",
              ("Hopper-v4", "results_nclql-hopper-500k"): "results_nclql-hopper-500k",  # not a row: as it is
              ("Hopper-v4", "results_nclql-hopper-fp32"): "NC-LQL, fp32 chain",
              ("Hopper-v4", "results_lql-hopper-bf16"): "LQL, bf16 chain",

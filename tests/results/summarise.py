@@ -103,7 +103,8 @@ def iqm_of_each_column(scores: np.ndarray) -> np.ndarray:
 
 def method_name(env_id: str, exp_name: str) -> str:
     """A legend's name for a run: results_nclql-hopper (on Hopper-v4) -> "NC-LQL"; results_lql-step1e-3 and
-    results_lql-hopper-step1e-3 -> "LQL, step 1e-3"; results_lql-annealed-steps -> "LQL, annealed steps";
+    results_lql-hopper-step1e-3 -> "LQL, step 1e-3"; results_lql-annealed-steps and (on Walker2d-v4)
+    results_lql-walker2d-annealed-steps -> "LQL, annealed steps";
     results_nclql-hopper-fp32 -> "NC-LQL, fp32 chain" (-bf16 likewise); another exp_name is shown as it is."""
     match = re.fullmatch(r"results_(nclql|lql)-(.+)", exp_name)
     if not match:
@@ -118,6 +119,9 @@ def method_name(env_id: str, exp_name: str) -> str:
         return f"{method}, step {variant.split('-step')[1]}"
     if variant in VARIANTS:
         return f"{method}, {VARIANTS[variant]}"
+    variant_on_env = variant.removeprefix(f"{env_row}-")  # e.g. lql-walker2d-annealed-steps: the variant on Walker2d
+    if variant_on_env in VARIANTS:
+        return f"{method}, {VARIANTS[variant_on_env]}"
     if variant in (f"{env_row}-fp32", f"{env_row}-bf16"):  # e.g. nclql-hopper-fp32: the env's row on the other chain
         return f"{method}, {variant.split('-')[-1]} chain"
     return exp_name
