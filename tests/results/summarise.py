@@ -113,14 +113,12 @@ def method_name(env_id: str, exp_name: str) -> str:
     env_row = env_id.split("-")[0].lower()  # Hopper-v4 -> hopper
     if variant == env_row:  # the row of the env itself, e.g. nclql-hopper
         return method
-    if variant.startswith("step"):  # LQL's step-size sweep, e.g. lql-step3e-4
-        return f"{method}, step {variant[len('step'):]}"
-    if variant.startswith(f"{env_row}-step"):  # e.g. lql-hopper-step1e-4
-        return f"{method}, step {variant.split('-step')[1]}"
+    variant_on_env = variant.removeprefix(f"{env_row}-")  # e.g. lql-hopper-step1e-4 -> step1e-4, on Hopper
+    if variant_on_env.startswith("step"):  # LQL's step sizes, e.g. lql-step3e-4 and lql-hopper-step1e-4
+        return f"{method}, step {variant_on_env[len('step'):]}"
     if variant in VARIANTS:
         return f"{method}, {VARIANTS[variant]}"
-    variant_on_env = variant.removeprefix(f"{env_row}-")  # e.g. lql-walker2d-annealed-steps: the variant on Walker2d
-    if variant_on_env in VARIANTS:
+    if variant_on_env in VARIANTS:  # a variant's row on another env, e.g. lql-walker2d-annealed-steps on Walker2d
         return f"{method}, {VARIANTS[variant_on_env]}"
     if variant in (f"{env_row}-fp32", f"{env_row}-bf16"):  # e.g. nclql-hopper-fp32: the env's row on the other chain
         return f"{method}, {variant.split('-')[-1]} chain"
