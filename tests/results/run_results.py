@@ -74,7 +74,7 @@ ROWS = {
     "nclql-humanoid": ("nclql", "Humanoid-v4", 1_000_000, (1,), []),
     **SWEEP,
     "lql-annealed-steps": ("lql", "Hopper-v4", 1_000_000, (1, 2, 3), ["--annealed-step-sizes"]),
-    "lql-walker2d-annealed-steps": ("lql", "Walker2d-v4", 1_000_000, (1, 2), ["--annealed-step-sizes"]),
+    "lql-walker2d-annealed-steps": ("lql", "Walker2d-v4", 1_000_000, (1, 2, 3), ["--annealed-step-sizes"]),
     # issue 30: the study's better tuned variant (w_study/: normalised, by the last third's mean and IQMs) to 1M
     "nclql-hopper-autotune-w": ("nclql", "Hopper-v4", 1_000_000, (1,), ["--autotune-w", "--no-bf16-chain"]),
     **W_STUDY,
