@@ -68,7 +68,7 @@ ROWS = {
     # second seed, the ablation and the new environments take the bf16 chain, about 70 minutes to 1M for LQL on two
     # Zen 5 threads where fp32 takes 2-3 hours
     "lql-hopper-bf16": ("lql", "Hopper-v4", 1_000_000, (2,), []),
-    "nclql-walker2d": ("nclql", "Walker2d-v4", 1_000_000, (1, 2), []),  # its 500k run (bf16) was lost before 1M
+    "nclql-walker2d": ("nclql", "Walker2d-v4", 1_000_000, (1, 2, 3), []),  # its 500k run (bf16) was lost before 1M
     "nclql-halfcheetah": ("nclql", "HalfCheetah-v4", 500_000, (1,), []),
     "nclql-ant": ("nclql", "Ant-v4", 1_000_000, (1,), []),
     "nclql-humanoid": ("nclql", "Humanoid-v4", 1_000_000, (1,), []),
