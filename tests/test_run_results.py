@@ -126,3 +126,16 @@ def test_off_a_slurm_cluster_the_slurm_submission_says_in_one_line_where_to_give
     assert result.stderr.splitlines() == [
         "error: --submitit slurm needs Slurm's sbatch and srun: give it on the cluster's login node (here: "
         "--workers N, or --submitit local)"]
+
+
+def test_list_gives_the_command_of_every_run_in_readmes_results_table():
+    """README: '`python tests/results/run_results.py --list` gives each one's' (each run of its results table)."""
+    from tests.test_readme_results import parsed_rows
+    listed = run_results(os.getcwd(), "--list")
+    assert listed.returncode == 0, listed.stderr
+    commands = dict(line.split(": ", 1) for line in listed.stdout.splitlines() if ": " in line)
+    for row in parsed_rows():
+        for exp_name, seed in row["runs"]:
+            line = commands.get(f"{exp_name.removeprefix('results_')} seed {seed}", "")
+            assert f"--exp-name {exp_name} " in line and f"--seed {seed} " in line, (
+                f"README row '{row['line']}' names {exp_name} seed {seed}, which --list does not give")

@@ -62,8 +62,9 @@ ROWS = {
     "nclql-hopper-fp32": ("nclql", "Hopper-v4", 1_000_000, (3,), ["--no-bf16-chain"]),  # seeds 1-2 ran --bf16-chain
     # --no-bf16-chain in the 1M rows started on 2026-12-04: they spanned sessions on CPUs with and without bf16, and a
     # --bf16-chain run resumes only with bf16
-    # lql-hopper runs LQL's default step 3e-4; the 1M run at 1e-4 is the run folder results_lql-hopper-step1e-4
+    # lql-hopper runs LQL's default step 3e-4; lql-hopper-step1e-4 ran on 2026-12-02 as lql-hopper, at the old default
     "lql-hopper": ("lql", "Hopper-v4", 1_000_000, (1,), ["--no-bf16-chain"]),
+    "lql-hopper-step1e-4": ("lql", "Hopper-v4", 1_000_000, (1,), ["--step-lr", "1e-4"]),
     # From 2026-12-05 on a run must end in the session it starts in (run folders were lost with two machines): LQL's
     # second seed, the ablation and the new environments take the bf16 chain, about 70 minutes to 1M for LQL on two
     # Zen 5 threads where fp32 takes 2-3 hours
