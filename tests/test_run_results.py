@@ -15,6 +15,7 @@ import time
 import torch
 
 from tests.results_extras import import_or_skip
+from tests.test_readme_results import parsed_rows
 
 RUN_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "run_results.py")
 # NC-LQL runs of 20 updates on Hopper-v4 with a 2-step chain, one evaluation episode, no compile: seconds each
@@ -130,7 +131,6 @@ def test_off_a_slurm_cluster_the_slurm_submission_says_in_one_line_where_to_give
 
 def test_list_gives_the_command_of_every_run_in_readmes_results_table():
     """README: '`python tests/results/run_results.py --list` gives each one's' (each run of its results table)."""
-    from tests.test_readme_results import parsed_rows
     listed = run_results(os.getcwd(), "--list")
     assert listed.returncode == 0, listed.stderr
     commands = dict(line.split(": ", 1) for line in listed.stdout.splitlines() if ": " in line)
